@@ -1,0 +1,3 @@
+"""gitconf: GitOps reconciliation of service configuration into etcd."""
+
+__version__ = "0.1.0"

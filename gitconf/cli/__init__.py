@@ -1,0 +1,1 @@
+"""The typer command line: thin commands that parse options, call a library function, render."""

@@ -1,0 +1,14 @@
+"""Entry point: registers every command module on the app and runs it."""
+
+from __future__ import annotations
+
+from . import cmd_validate  # noqa: F401  (registers commands)
+from .app import app
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

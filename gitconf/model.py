@@ -1,0 +1,159 @@
+"""Plain data shared by every layer: what Git wants, what etcd has, and the plan between them.
+
+Everything here is a value: no I/O, no clients. Loading produces a `DesiredState`,
+reading etcd produces a `LiveState`, and `plan.plan()` turns the two into a `Plan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+JSON = Any  # a JSON-compatible Python value: str, int, float, bool, None, list, dict
+
+
+class UnitId(NamedTuple):
+    """One deployable unit: a service in one environment."""
+
+    service: str
+    environment: str
+
+    def __str__(self) -> str:
+        return f"{self.service}/{self.environment}"
+
+
+class Position(NamedTuple):
+    """Where something was written: a repo-relative file (with `/`), 1-based line and column."""
+
+    file: str
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the repository; collected and reported together, never raised."""
+
+    file: str
+    line: int
+    column: int
+    code: str
+    message: str
+    key: str | None = None
+    severity: Literal["error", "warning"] = "error"
+    secret: bool = False  # the key holds a secret: renderers must not quote its source line
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "key": self.key,
+            "code": self.code,
+            "message": self.message,
+            "severity": self.severity,
+        }
+
+
+@dataclass
+class DesiredUnit:
+    """A unit as Git describes it at one commit (or in a working tree)."""
+
+    unit: UnitId
+    values: dict[str, JSON]
+    positions: dict[str, Position]
+    files: tuple[str, ...]
+    secret_keys: frozenset[str] = frozenset()
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not any(p.severity == "error" for p in self.problems)
+
+
+@dataclass
+class DesiredState:
+    """Everything one load of the repository produced."""
+
+    units: dict[UnitId, DesiredUnit]
+    schemas: dict[str, dict[str, Any]]  # service -> compiled JSON Schema (Draft 2020-12)
+    problems: list[Problem]  # every problem, including the units' own
+    files: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> int:
+        return sum(len(u.values) for u in self.units.values())
+
+
+@dataclass(frozen=True)
+class LiveKey:
+    """One envelope as etcd holds it; `mod_revision` guards the write that replaces it."""
+
+    value: JSON
+    raw: bytes
+    mod_revision: int
+    envelope: dict[str, Any] | None  # None when the stored bytes are not a gitconf envelope
+
+
+@dataclass
+class LiveUnit:
+    """A unit as etcd holds it, with the revisions every guarded write compares against."""
+
+    unit: UnitId
+    keys: dict[str, LiveKey]
+    record: dict[str, Any] | None = None  # _system unit record
+    record_revision: int = 0
+    pending: dict[str, Any] | None = None  # an interrupted multi-transaction deploy
+    pending_revision: int = 0
+    pin: dict[str, Any] | None = None
+
+
+@dataclass
+class LiveState:
+    units: dict[UnitId, LiveUnit]
+    revision: int = 0
+
+
+class Change(NamedTuple):
+    key: str
+    op: Literal["add", "change", "delete"]
+    old: JSON
+    new: JSON
+    secret: bool = False
+
+
+@dataclass
+class UnitPlan:
+    unit: UnitId
+    changes: list[Change]
+    desired: DesiredUnit | None
+    live: LiveUnit
+    note: str | None = None  # why a unit is skipped, for the renderers
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+
+@dataclass
+class Plan:
+    units: list[UnitPlan]
+    skipped: list[tuple[UnitId, str]] = field(default_factory=list)
+    failed: list[tuple[UnitId, str]] = field(default_factory=list)
+
+    @property
+    def changed_units(self) -> list[UnitPlan]:
+        return [u for u in self.units if u.changes]
+
+
+MASK = "***"
+
+
+def masked(change: Change, show_secrets: bool = False) -> Change:
+    """The change as every renderer may show it: secret values replaced by `***`."""
+    if not change.secret or show_secrets:
+        return change
+    old = MASK if change.op != "add" else None
+    new = MASK if change.op != "delete" else None
+    return change._replace(old=old, new=new)

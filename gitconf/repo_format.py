@@ -1,0 +1,456 @@
+"""The config repository format of SPEC §2: layout, naming, values, `_base` merge, limits, schemas.
+
+`iter_units()` streams one service at a time so that validating a large repository keeps only
+one service's files in memory; `load_desired()` collects the same stream into a `DesiredState`
+for the commands that plan against etcd.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.protocols import Validator
+
+from . import safeyaml
+from .model import JSON, DesiredState, DesiredUnit, Position, Problem, UnitId
+from .schema import SchemaSet, ServiceSchema, packaged_schema, validate_values
+from .trees import Tree
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+NAME_RULE = ("lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, "
+             "at most 63 characters")
+YAML_EXTS = (".yaml", ".yml")
+SETTINGS_FILES = (".gitconf.yaml", ".gitconf.yml")
+SCHEMA_FILES = ("schema.yaml", "schema.yml", "schema.json")
+BASE_FILES = ("_base.yaml", "_base.yml")
+SHARED_SCHEMAS_DIR = "schemas"
+MAX_KEY_BYTES = 1024
+MAX_VALUE_BYTES = 1024 * 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass
+class ServiceFiles:
+    name: str
+    schema: str | None = None
+    base: str | None = None
+    envs: dict[str, str] = field(default_factory=dict)
+
+    def all_files(self) -> list[str]:
+        out = [p for p in (self.schema, self.base) if p]
+        out.extend(self.envs.values())
+        return out
+
+
+@dataclass
+class Layout:
+    settings: dict[str, Any]
+    services: dict[str, ServiceFiles]
+    shared_schemas: list[str]
+    problems: list[Problem]
+    settings_file: str | None = None
+
+    @property
+    def files(self) -> int:
+        n = sum(len(s.all_files()) for s in self.services.values()) + len(self.shared_schemas)
+        return n + (1 if self.settings_file else 0)
+
+
+@cache
+def _meta_validator(name: str) -> Validator:
+    return Draft202012Validator(packaged_schema(name))
+
+
+def is_yaml(path: str) -> bool:
+    return path.endswith(YAML_EXTS)
+
+
+# ---------------------------------------------------------------------------------------------
+# layout
+
+
+def read_layout(tree: Tree, paths: list[str] | None = None) -> Layout:
+    """Which files are settings, shared schemas, service schemas, bases and environments."""
+    paths = tree.paths() if paths is None else paths
+    problems: list[Problem] = []
+    settings: dict[str, Any] = {}
+    settings_file = next((p for p in SETTINGS_FILES if p in set(paths)), None)
+    if settings_file:
+        raw = dict(tree.read([settings_file]))[settings_file]
+        settings, problems = load_settings(settings_file, raw)
+    ignore = set(settings.get("ignore", ()))
+    environments = settings.get("environments")
+    services: dict[str, ServiceFiles] = {}
+    shared: list[str] = []
+    reported_names: set[str] = set()
+    for path in paths:
+        top, sep, rest = path.partition("/")
+        if not sep or top.startswith((".", "_")) or top in ignore:
+            continue
+        if top == SHARED_SCHEMAS_DIR:
+            if rest.endswith((*YAML_EXTS, ".json")):
+                shared.append(path)
+            continue
+        if not (is_yaml(rest) or rest == "schema.json"):
+            continue  # README.md and friends
+        if "/" in rest:
+            problems.append(Problem(path, 1, 1, "layout",
+                                    f"{path}: config files belong directly in {top}/; "
+                                    "nested directories are not read"))
+            continue
+        if not NAME_RE.match(top):
+            if top not in reported_names:
+                reported_names.add(top)
+                problems.append(Problem(path, 1, 1, "bad-name",
+                                        f"{top!r} is not a valid service name ({NAME_RULE}); "
+                                        "list it under ignore: in .gitconf.yaml if it is not "
+                                        "a service"))
+            continue
+        svc = services.setdefault(top, ServiceFiles(top))
+        if rest in SCHEMA_FILES:
+            if svc.schema:
+                problems.append(Problem(path, 1, 1, "duplicate-file",
+                                        f"{top} has two schemas: {svc.schema} and {path}"))
+            else:
+                svc.schema = path
+            continue
+        if rest in BASE_FILES:
+            if svc.base:
+                problems.append(Problem(path, 1, 1, "duplicate-file",
+                                        f"{top} has two base files: {svc.base} and {path}"))
+            else:
+                svc.base = path
+            continue
+        if rest.startswith((".", "_")):
+            problems.append(Problem(path, 1, 1, "layout",
+                                    f"{path}: names starting with '_' or '.' are reserved "
+                                    "(only _base.yaml is read)"))
+            continue
+        env = rest.rsplit(".", 1)[0]
+        if not NAME_RE.match(env):
+            problems.append(Problem(path, 1, 1, "bad-name",
+                                    f"{env!r} is not a valid environment name ({NAME_RULE})"))
+            continue
+        if environments is not None and env not in environments:
+            problems.append(Problem(path, 1, 1, "unknown-environment",
+                                    f"environment {env!r} is not listed in .gitconf.yaml "
+                                    f"(environments: {', '.join(environments)})"))
+            continue
+        if env in svc.envs:
+            problems.append(Problem(path, 1, 1, "duplicate-file",
+                                    f"{top}/{env} is defined twice: {svc.envs[env]} and {path}"))
+            continue
+        svc.envs[env] = path
+    return Layout(settings, services, shared, problems, settings_file)
+
+
+def load_settings(path: str, raw: bytes) -> tuple[dict[str, Any], list[Problem]]:
+    doc, positions, problems = _load_doc(path, raw)
+    if problems:
+        return {}, problems
+    if doc is None:
+        return {}, []
+    validator = _meta_validator("gitconf-config.json")
+    for err in validator.iter_errors(doc):
+        where = tuple(err.absolute_path)
+        pos = next((positions[where[:n]] for n in range(len(where), 0, -1)
+                    if where[:n] in positions), Position(path, 1, 1))
+        if err.validator == "additionalProperties" and isinstance(err.instance, Mapping):
+            extra = [k for k in err.instance if k not in err.schema.get("properties", {})]
+            pos = positions.get(where + (extra[0],), pos) if extra else pos
+        problems.append(Problem(path, pos.line, pos.column, "settings",
+                                f"{'.'.join(map(str, where)) or 'settings'}: {err.message}"))
+    return (doc if not problems and isinstance(doc, dict) else {}), problems
+
+
+def _load_doc(path: str, raw: bytes, item_positions: bool = False,
+              ) -> tuple[Any, dict[tuple[Any, ...], Position], list[Problem]]:
+    text, problem = safeyaml.decode(raw, path)
+    if text is None:
+        assert problem is not None
+        return None, {}, [problem]
+    loaded = safeyaml.load(text, path, item_positions=item_positions)
+    if loaded.problems and path.endswith(".json") and loaded.problems[0].code == "yaml-syntax":
+        try:  # JSON that YAML 1.1 cannot read (tabs): fall back to the JSON parser
+            return json.loads(text), {}, []
+        except json.JSONDecodeError as exc:
+            return None, {}, [Problem(path, exc.lineno, exc.colno, "json-syntax", exc.msg)]
+    return loaded.data, loaded.positions, loaded.problems
+
+
+# ---------------------------------------------------------------------------------------------
+# values
+
+
+@dataclass
+class Values:
+    """One values file, flattened."""
+
+    values: dict[str, JSON]
+    positions: dict[str, Position]
+    problems: list[Problem]
+    parsed: bool = True  # False when the file could not be read as a mapping at all
+
+
+def load_values(path: str, raw: bytes) -> Values:
+    doc, ypos, problems = _load_doc(path, raw)
+    if doc is None:
+        return Values({}, {}, problems, parsed=not problems)
+    if not isinstance(doc, dict):
+        problems.append(Problem(path, 1, 1, "not-a-mapping",
+                                "the top level of a values file must be a mapping of keys"))
+        return Values({}, {}, problems, parsed=False)
+    out = Values({}, {}, problems)
+    _flatten(doc, (), "", path, ypos, out)
+    _check_parents(out, path)
+    return out
+
+
+def _flatten(node: dict[str, Any], ypath: tuple[Any, ...], prefix: str, file: str,
+             ypos: Mapping[tuple[Any, ...], Position], out: Values) -> None:
+    for seg, value in node.items():
+        kpath = ypath + (seg,)
+        pos = ypos.get(kpath, Position(file, 1, 1))
+        key = f"{prefix}.{seg}" if prefix else seg
+        bad = _segment_problem(seg, top=not prefix)
+        if bad:
+            code, message = bad
+            out.problems.append(Problem(file, pos.line, pos.column, code, message, key))
+            continue
+        if isinstance(value, dict) and value:
+            _flatten(value, kpath, key, file, ypos, out)
+            continue
+        if len(key) > MAX_KEY_BYTES // 4 and len(key.encode("utf-8")) > MAX_KEY_BYTES:
+            out.problems.append(Problem(file, pos.line, pos.column, "key-too-long",
+                                        f"key is {len(key.encode())} bytes; the limit is "
+                                        f"{MAX_KEY_BYTES}", key[:80] + "…"))
+            continue
+        size = _value_size(value)
+        if size > MAX_VALUE_BYTES:
+            out.problems.append(Problem(file, pos.line, pos.column, "value-too-large",
+                                        f"value is {size} bytes as JSON; the limit is "
+                                        f"{MAX_VALUE_BYTES}", key))
+            continue
+        if key in out.values:
+            first = out.positions[key]
+            out.problems.append(Problem(file, pos.line, pos.column, "key-collision",
+                                        f"{key!r} is also written at line {first.line}; "
+                                        "two spellings of one key", key))
+            continue
+        out.values[key] = value
+        out.positions[key] = pos
+
+
+def _segment_problem(seg: str, top: bool) -> tuple[str, str] | None:
+    if seg == "" or seg.startswith(".") or seg.endswith(".") or ".." in seg:
+        return "bad-key", f"key {seg!r} has an empty segment"
+    if "/" in seg:
+        return "bad-key", f"key {seg!r} contains '/', which would change the etcd path"
+    if _CONTROL.search(seg):
+        return "bad-key", f"key {seg!r} contains a control character"
+    if top and seg.startswith("_"):
+        return "reserved-key", (f"key {seg!r}: top-level keys starting with '_' are reserved "
+                                "(_system, _meta, ...)")
+    return None
+
+
+def _value_size(value: JSON) -> int:
+    if isinstance(value, str):
+        if len(value) * 6 < MAX_VALUE_BYTES:  # cannot exceed even if every char were escaped
+            return len(value)
+        return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+    if isinstance(value, (list, dict)):
+        return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    return 0
+
+
+def _check_parents(out: Values, file: str) -> None:
+    """`a: 1` beside `"a.b": 2` makes `a` both a value and a parent: refuse the later one."""
+    keys = out.values
+    for key in [k for k in keys if "." in k]:
+        i = key.rfind(".")
+        while i > 0:
+            parent = key[:i]
+            if parent in keys:
+                a, b = out.positions[parent], out.positions[key]
+                later, other, at = (key, parent, a) if (b.line, b.column) > (a.line, a.column) \
+                    else (parent, key, b)
+                pos = out.positions[later]
+                out.problems.append(Problem(file, pos.line, pos.column, "key-collision",
+                                            f"{later!r} conflicts with {other!r} at line "
+                                            f"{at.line}: a key cannot be both a value and a "
+                                            "group", later))
+                del keys[later]
+                del out.positions[later]
+                break
+            i = key.rfind(".", 0, i)
+
+
+def merge_base(base: Values, env: Values) -> tuple[dict[str, JSON], dict[str, Position]]:
+    """`_base.yaml` deep-merged under an environment (SPEC §2), computed on flattened keys:
+    the environment's value wins, a value on either side replaces a whole group on the other,
+    and an empty mapping (`{}`) in the environment keeps the base's keys beneath it."""
+    if not base.values:
+        return env.values, env.positions
+    env_keys = env.values
+    env_parents: set[str] = set()
+    for k in env_keys:
+        i = k.rfind(".")
+        while i > 0:
+            env_parents.add(k[:i])
+            i = k.rfind(".", 0, i)
+    base_parents: set[str] = set()
+    for k in base.values:
+        i = k.rfind(".")
+        while i > 0:
+            base_parents.add(k[:i])
+            i = k.rfind(".", 0, i)
+    values: dict[str, JSON] = {}
+    positions: dict[str, Position] = {}
+    for k, v in base.values.items():
+        if k in env_keys or k in env_parents:
+            continue  # the environment's value, or its group, replaces the base's
+        shadowed = False
+        i = k.rfind(".")
+        while i > 0:
+            p = k[:i]
+            pv = env_keys.get(p, None)
+            if p in env_keys and not (isinstance(pv, dict) and not pv):
+                shadowed = True  # an environment value replaces the base group
+                break
+            i = k.rfind(".", 0, i)
+        if not shadowed:
+            values[k] = v
+            positions[k] = base.positions[k]
+    for k, v in env_keys.items():
+        if isinstance(v, dict) and not v and k in base_parents:
+            continue  # env `{}` merged with a base group leaves the base's keys
+        values[k] = v
+        positions[k] = env.positions[k]
+    return values, positions
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole repository
+
+
+@dataclass
+class LoadOptions:
+    services: Collection[str] | None = None  # None: every service
+    environments: Collection[str] | None = None
+
+
+def iter_units(tree: Tree, layout: Layout, options: LoadOptions | None = None,
+               schemas_out: dict[str, ServiceSchema] | None = None,
+               ) -> Iterator[tuple[DesiredUnit | None, list[Problem]]]:
+    """Yield each unit with its problems, one service at a time; a service-level problem with
+    no unit to carry it (a broken `_base.yaml` of a service without environments) comes as
+    `(None, problems)`. Shared-schema problems come first, as `(None, problems)`."""
+    options = options or LoadOptions()
+    schemas = SchemaSet()
+    compact_meta = _meta_validator("compact-schema.json")
+    shared_problems: list[Problem] = []
+    if layout.shared_schemas:
+        docs = []
+        for path, raw in tree.read(layout.shared_schemas):
+            doc, pos, problems = _load_doc(path, raw, item_positions=True)
+            shared_problems.extend(problems)
+            if doc is not None:
+                schemas.add_shared(path, doc)
+                docs.append((path, doc, pos))
+        for path, doc, pos in docs:
+            shared_problems.extend(schemas.check_shared(path, doc, pos))
+    if shared_problems:
+        yield None, shared_problems
+
+    selected = [s for name, s in sorted(layout.services.items())
+                if options.services is None or name in options.services]
+    order: list[str] = []
+    for svc in selected:
+        envs = {e: p for e, p in svc.envs.items()
+                if options.environments is None or e in options.environments}
+        svc_paths = [p for p in (svc.schema, svc.base) if p] + list(envs.values())
+        order.extend(svc_paths)
+    contents = tree.read(order)
+    for svc in selected:
+        envs = {e: p for e, p in svc.envs.items()
+                if options.environments is None or e in options.environments}
+        svc_raw: dict[str, bytes] = {}
+        for _ in range(len([p for p in (svc.schema, svc.base) if p]) + len(envs)):
+            path, data = next(contents)
+            svc_raw[path] = data
+        yield from _service_units(svc, envs, svc_raw, schemas, compact_meta, schemas_out,
+                                  bool(shared_problems))
+
+
+def _service_units(svc: ServiceFiles, envs: dict[str, str], raw: dict[str, bytes],
+                   schemas: SchemaSet, compact_meta: Validator,
+                   schemas_out: dict[str, ServiceSchema] | None, shared_broken: bool,
+                   ) -> Iterator[tuple[DesiredUnit | None, list[Problem]]]:
+    service_problems: list[Problem] = []
+    schema: ServiceSchema | None = None
+    if svc.schema:
+        doc, pos, problems = _load_doc(svc.schema, raw[svc.schema], item_positions=True)
+        if problems:
+            service_problems.extend(problems)
+        elif doc is None:
+            service_problems.append(Problem(svc.schema, 1, 1, "schema", "schema file is empty"))
+        else:
+            schema, problems = schemas.compile(svc.name, svc.schema, doc, pos, compact_meta)
+            service_problems.extend(problems)
+            if schema is not None and schemas_out is not None:
+                schemas_out[svc.name] = schema
+    base = load_values(svc.base, raw[svc.base]) if svc.base else Values({}, {}, [])
+    service_problems.extend(base.problems)
+    if not envs:
+        if service_problems:
+            yield None, service_problems
+        return
+    files_common = tuple(p for p in (svc.schema, svc.base) if p)
+    for env, path in sorted(envs.items()):
+        values = load_values(path, raw[path])
+        merged, positions = merge_base(base, values)
+        problems = list(service_problems) + values.problems
+        if schema is not None and values.parsed and base.parsed:
+            problems.extend(validate_values(schema, merged, positions, path))
+        if schema is not None and schema.secret_keys:
+            problems = [replace(p, secret=True) if p.key and schema.is_secret(p.key) else p
+                        for p in problems]
+        unit = DesiredUnit(
+            unit=UnitId(svc.name, env),
+            values=merged,
+            positions=positions,
+            files=(path, *files_common),
+            secret_keys=schema.secret_keys if schema else frozenset(),
+            problems=problems,
+        )
+        if shared_broken and svc.schema:
+            unit.problems.append(Problem(svc.schema, 1, 1, "schema",
+                                         "shared schemas under schemas/ are invalid"))
+        yield unit, problems
+
+
+def load_desired(tree: Tree, options: LoadOptions | None = None,
+                 layout: Layout | None = None) -> DesiredState:
+    """The whole (or the selected part of the) repository as one `DesiredState`."""
+    layout = layout or read_layout(tree)
+    schemas: dict[str, ServiceSchema] = {}
+    units: dict[UnitId, DesiredUnit] = {}
+    problems: dict[Problem, None] = dict.fromkeys(layout.problems)
+    for unit, unit_problems in iter_units(tree, layout, options, schemas_out=schemas):
+        problems.update(dict.fromkeys(unit_problems))
+        if unit is not None:
+            units[unit.unit] = unit
+    return DesiredState(
+        units=units,
+        schemas={name: s.compiled for name, s in schemas.items()},
+        problems=list(problems),
+        files=layout.files,
+        settings=layout.settings,
+    )

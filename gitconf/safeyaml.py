@@ -1,0 +1,224 @@
+"""Safe YAML with positions: libyaml composes nodes, and we build JSON values from them ourselves.
+
+Why not `yaml.safe_load`: it silently keeps the last of duplicate keys, turns timestamps into
+`datetime`, accepts `!!binary`/`!!set`, loses every line number, and expands alias bombs until
+memory runs out. Building from the node graph lets us refuse each of those with a position, at
+the speed of the C composer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .model import Position, Problem
+
+Path = tuple[Any, ...]
+
+_T = "tag:yaml.org,2002:"
+STR, INT, FLOAT, BOOL, NULL = _T + "str", _T + "int", _T + "float", _T + "bool", _T + "null"
+TIMESTAMP, SEQ, MAP, MERGE = _T + "timestamp", _T + "seq", _T + "map", _T + "merge"
+
+MAX_DEPTH = 128
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
+class _Stop(Exception):
+    """Abandons a document whose expansion is out of bounds (alias bombs, runaway nesting)."""
+
+
+@dataclass
+class LoadedYaml:
+    data: Any
+    positions: dict[Path, Position]  # mapping key (and, on request, item) paths -> where written
+    problems: list[Problem] = field(default_factory=list)
+    empty: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def decode(raw: bytes, file: str) -> tuple[str | None, Problem | None]:
+    """UTF-8 only (a BOM is allowed); a bad byte is reported where it stands."""
+    if len(raw) > MAX_FILE_BYTES:
+        return None, Problem(file, 1, 1, "file-too-large",
+                             f"file is {len(raw)} bytes; the limit is {MAX_FILE_BYTES}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        return None, Problem(file, line, column, "encoding",
+                             f"file is not valid UTF-8 (byte 0x{raw[exc.start]:02x})")
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text, None
+
+
+def _too_deep(text: str, file: str) -> Problem | None:
+    """Refuse runaway nesting before libyaml's recursive composer sees it (it crashes the process
+    somewhere past 20,000 levels). Every level needs an indicator character, so counting them is
+    a cheap bound; only a document over the bound pays for an event-level scan."""
+    bound = sum(text.count(c) for c in "[{-:?")
+    if bound <= 5_000:
+        return None
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.CSafeLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+                return Problem(file, line, col, "nesting-too-deep",
+                               f"nesting deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+    return None
+
+
+def load(text: str, file: str, item_positions: bool = False) -> LoadedYaml:
+    """Compose one document with libyaml and build plain JSON values, collecting problems."""
+    try:
+        deep = _too_deep(text, file)
+    except yaml.MarkedYAMLError:
+        deep = None  # the composer below reports the syntax error with its position
+    if deep is not None:
+        return LoadedYaml(None, {}, [deep])
+    loader = yaml.CSafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = 1, 1
+        if mark is not None:
+            line, col = mark.line + 1, mark.column + 1
+        msg = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        return LoadedYaml(None, {}, [Problem(file, line, col, "yaml-syntax", msg or str(exc))])
+    except yaml.YAMLError as exc:  # pragma: no cover - libyaml reports marks for all we know
+        return LoadedYaml(None, {}, [Problem(file, 1, 1, "yaml-syntax", str(exc))])
+    except RecursionError:
+        return LoadedYaml(None, {}, [Problem(file, 1, 1, "nesting-too-deep",
+                                             "document nests too deeply to be configuration")])
+    finally:
+        loader.dispose()
+    if node is None:
+        return LoadedYaml(None, {}, [], empty=True)
+    builder = _Builder(loader, file, budget=200_000 + 20 * len(text), item_positions=item_positions)
+    try:
+        data = builder.build(node, (), 0)
+    except _Stop:
+        return LoadedYaml(None, builder.positions, builder.problems)
+    return LoadedYaml(data, builder.positions, builder.problems)
+
+
+def _pos(file: str, node: Node) -> Position:
+    return Position(file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Builder:
+    def __init__(self, loader: yaml.CSafeLoader, file: str, budget: int, item_positions: bool):
+        self.loader = loader
+        self.file = file
+        self.budget = budget
+        self.item_positions = item_positions
+        self.positions: dict[Path, Position] = {}
+        self.problems: list[Problem] = []
+
+    def problem(self, node: Node, code: str, message: str, path: Path = ()) -> None:
+        key = ".".join(str(p) for p in path) if path else None
+        p = _pos(self.file, node)
+        self.problems.append(Problem(self.file, p.line, p.column, code, message, key))
+
+    def build(self, node: Node, path: Path, depth: int) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            self.problem(node, "alias-bomb",
+                         "aliases expand this document beyond any configuration's size "
+                         "(a YAML bomb?); loading stopped")
+            raise _Stop
+        if depth > MAX_DEPTH:
+            self.problem(node, "nesting-too-deep", f"nesting deeper than {MAX_DEPTH} levels", path)
+            raise _Stop
+        if isinstance(node, ScalarNode):
+            return self.scalar(node, path)
+        if isinstance(node, SequenceNode):
+            if node.tag != SEQ:
+                self.problem(node, "unsafe-tag", f"tag {node.tag!r} is not allowed; "
+                             "values are plain JSON", path)
+                return None
+            out = []
+            for i, item in enumerate(node.value):
+                ipath = path + (i,)
+                if self.item_positions:
+                    self.positions[ipath] = _pos(self.file, item)
+                out.append(self.build(item, ipath, depth + 1))
+            return out
+        assert isinstance(node, MappingNode)
+        if node.tag != MAP:
+            self.problem(node, "unsafe-tag", f"tag {node.tag!r} is not allowed; "
+                         "values are plain JSON", path)
+            return None
+        return self.mapping(node, path, depth)
+
+    def mapping(self, node: MappingNode, path: Path, depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        seen: dict[str, int] = {}
+        merges: list[Node] = []
+        for knode, vnode in node.value:
+            if knode.tag == MERGE:
+                merges.append(vnode)
+                continue
+            if not isinstance(knode, ScalarNode) or knode.tag != STR:
+                shown = knode.value if isinstance(knode, ScalarNode) else "a collection"
+                self.problem(knode, "non-string-key",
+                             f"mapping key {shown!r} is not a string "
+                             f"({knode.tag.rsplit(':', 1)[-1]}); quote it", path)
+                continue
+            key = knode.value
+            if key in seen:
+                self.problem(knode, "duplicate-key",
+                             f"duplicate key {key!r} (first defined at line {seen[key]})",
+                             path + (key,))
+                continue
+            seen[key] = knode.start_mark.line + 1
+            kpath = path + (key,)
+            self.positions[kpath] = _pos(self.file, knode)
+            out[key] = self.build(vnode, kpath, depth + 1)
+        for merge in merges:  # `<<: *defaults`: explicit keys win, earlier merges win
+            sources = merge.value if isinstance(merge, SequenceNode) else [merge]
+            for src in sources:
+                if not isinstance(src, MappingNode):
+                    self.problem(src, "yaml-syntax", "a merge key (<<) takes a mapping or a "
+                                 "list of mappings", path)
+                    continue
+                merged = self.mapping(src, path, depth + 1)
+                for k, v in merged.items():
+                    out.setdefault(k, v)
+        return out
+
+    def scalar(self, node: ScalarNode, path: Path) -> Any:
+        tag = node.tag
+        if tag == STR:
+            return node.value
+        if tag == INT:
+            return self.loader.construct_yaml_int(node)
+        if tag == BOOL:
+            return self.loader.construct_yaml_bool(node)
+        if tag == NULL:
+            return None
+        if tag == TIMESTAMP:
+            return node.value  # timestamps stay as the text the author wrote
+        if tag == FLOAT:
+            value = self.loader.construct_yaml_float(node)
+            if math.isinf(value) or math.isnan(value):
+                self.problem(node, "not-json", f"{node.value!r} has no JSON representation", path)
+                return None
+            return value
+        self.problem(node, "unsafe-tag", f"tag {tag!r} is not allowed; values are plain JSON", path)
+        return None
