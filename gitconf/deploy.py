@@ -1,0 +1,374 @@
+"""Executing a plan: each unit's changes as guarded etcd transactions, with its deploy record.
+
+Guarding (SPEC §4): every transaction compares the `mod_revision` of each key it touches, and of
+the unit's record, with what the plan read; a concurrent writer makes it fail, and the unit is
+re-planned from fresh state instead of being overwritten.
+
+Size: a unit that fits one transaction (ops, compares and bytes within the server's limits) is
+written in one, and small units are packed several to a transaction. A larger unit first writes
+a `pending` record (the whole deploy record, create-only), then its data in batches, then the
+history and unit records in a last transaction that also deletes `pending`; a deploy killed in
+between leaves `pending` behind, and the next run finishes it under the same deploy number.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import EtcdError
+from .etcdstore import EtcdStore, TxnResult, TxnTooLarge
+from .gitsource import CommitInfo
+from .model import JSON, MASK, Change, UnitId, UnitPlan
+from .plan import canon
+from .records import Keys, dumps, encode_envelope, envelope_suffix
+
+DEFAULT_MAX_OPS = 128
+DEFAULT_MAX_BYTES = 1_572_864
+_REQUEST_OVERHEAD = 64 * 1024  # headroom for protobuf framing and the records
+_RECORD_VALUE_LIMIT = 1024  # larger values are summarised in deploy records
+_MAX_ATTEMPTS = 4
+
+
+@dataclass
+class DeployContext:
+    keys: Keys
+    commit: CommitInfo
+    source: str  # git | rollback | override
+    actor: str
+    deployed_at: str
+    max_ops: int = DEFAULT_MAX_OPS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    restored_commit: str | None = None
+    set_pins: dict[UnitId, dict[str, Any]] = field(default_factory=dict)
+    lift_pins: set[UnitId] = field(default_factory=set)
+    workers: int = 4
+
+
+@dataclass
+class DeployOutcome:
+    unit: UnitId
+    deploy: int
+    version: str
+    added: list[str]
+    changed: list[str]
+    deleted: list[str]
+    revision: int
+    retries: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"service": self.unit.service, "environment": self.unit.environment,
+                "deploy": self.deploy, "version": self.version, "added": self.added,
+                "changed": self.changed, "deleted": self.deleted}
+
+
+@dataclass
+class _UnitWrite:
+    plan: UnitPlan
+    deploy: int
+    data_compares: list[Any]
+    data_ops: list[Any]
+    data_bytes: int
+    record: dict[str, Any]
+    unit_record: dict[str, Any]
+
+    @property
+    def unit(self) -> UnitId:
+        return self.plan.unit
+
+
+def _record_value(value: JSON, secret: bool) -> JSON:
+    if secret:
+        return MASK
+    text = canon(value)
+    if len(text) > _RECORD_VALUE_LIMIT:
+        return {"$summary": f"{len(text)} bytes of JSON"}
+    return value
+
+
+def _change_lists(changes: list[Change]) -> dict[str, list[dict[str, JSON]]]:
+    added, changed, deleted = [], [], []
+    for c in changes:
+        if c.op == "add":
+            added.append({"key": c.key, "new": _record_value(c.new, c.secret)})
+        elif c.op == "change":
+            changed.append({"key": c.key, "old": _record_value(c.old, c.secret),
+                            "new": _record_value(c.new, c.secret)})
+        else:
+            deleted.append({"key": c.key, "old": _record_value(c.old, c.secret)})
+    return {"added": added, "changed": changed, "deleted": deleted}
+
+
+def _merge_pending(pending: dict[str, Any], now: dict[str, list[dict[str, JSON]]],
+                   ) -> dict[str, list[dict[str, JSON]]]:
+    """Resuming an interrupted deploy: what it had planned, updated by what is left now."""
+    merged: dict[str, dict[str, dict[str, JSON]]] = {}
+    for kind in ("added", "changed", "deleted"):
+        for item in pending.get(kind, ()):
+            merged.setdefault(kind, {})[str(item["key"])] = item
+    for kind in ("added", "changed", "deleted"):
+        for item in now[kind]:
+            key = str(item["key"])
+            for other in ("added", "changed", "deleted"):
+                if other != kind and key in merged.get(other, {}):
+                    prior = merged[other].pop(key)
+                    if "old" in prior and kind != "added":
+                        item = {**item, "old": prior["old"]}
+            merged.setdefault(kind, {})[key] = item
+    return {k: sorted(merged.get(k, {}).values(), key=lambda i: str(i["key"]))
+            for k in ("added", "changed", "deleted")}
+
+
+class Deployer:
+    """Writes unit plans; `submit()` as plans come, `finish()` to wait and settle conflicts."""
+
+    def __init__(self, store: EtcdStore, ctx: DeployContext,
+                 replan: Callable[[UnitId], UnitPlan | None],
+                 progress: Callable[[int], None] | None = None):
+        self.store = store
+        self.ctx = ctx
+        self.replan = replan
+        self.progress = progress
+        self.outcomes: list[DeployOutcome] = []
+        self.failed: list[tuple[UnitId, str]] = []
+        self.max_revision = 0
+        self.revisions: list[int] = []  # of every transaction of ours that succeeded
+        self._batch: list[_UnitWrite] = []
+        self._batch_ops = self._batch_cmps = self._batch_bytes = 0
+        self._retry: list[UnitId] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, ctx.workers))
+        self._futures: list[Future[None]] = []
+        self._conflicts: dict[UnitId, int] = {}
+
+    # -- building -------------------------------------------------------------------------
+
+    def _build(self, up: UnitPlan) -> _UnitWrite:
+        ctx, keys, live = self.ctx, self.ctx.keys, up.live
+        prev = live.record or {}
+        pending = live.pending
+        deploy = int(pending["deploy"]) if pending else int(prev.get("deploy", 0)) + 1
+        c = ctx.commit
+        meta = {"git_commit": c.sha, "created_by": c.author_email, "created_at": c.author_time,
+                "approved_by": c.approved_by, "deployed_at": ctx.deployed_at,
+                "deployed_by": ctx.actor, "deploy": deploy, "source": ctx.source}
+        suffix = envelope_suffix(c.version, meta)
+        compares: list[Any] = []
+        ops: list[Any] = []
+        size = 0
+        cmp_mod, op_put, op_delete = self.store.cmp_mod, self.store.op_put, self.store.op_delete
+        for ch in up.changes:
+            k = keys.data_key(up.unit, ch.key)
+            current = live.keys.get(ch.key)
+            compares.append(cmp_mod(k, current.mod_revision if current else 0))
+            if ch.op == "delete":
+                ops.append(op_delete(k))
+                size += len(k) + 16
+            else:
+                v = encode_envelope(ch.new, suffix)
+                ops.append(op_put(k, v))
+                size += len(k) * 2 + len(v) + 24
+        lists = _change_lists(up.changes)
+        if pending:
+            lists = _merge_pending(pending, lists)
+        record: dict[str, Any] = {
+            "deploy": deploy, "service": up.unit.service, "environment": up.unit.environment,
+            "version": c.version, "commit": c.sha,
+            "previous_commit": prev.get("commit"), "source": ctx.source,
+            "deployed_by": ctx.actor, "deployed_at": ctx.deployed_at,
+            "created_by": c.author_email, "created_at": c.author_time,
+            "approved_by": c.approved_by, "subject": c.subject, **lists,
+        }
+        if ctx.restored_commit:
+            record["restored_commit"] = ctx.restored_commit
+        n_keys = len(live.keys) + sum(1 for ch in up.changes if ch.op == "add") - sum(
+            1 for ch in up.changes if ch.op == "delete")
+        secrets = sorted(up.desired.secret_keys) if up.desired else []
+        unit_record = {"deploy": deploy, "commit": c.sha, "version": c.version,
+                       "source": ctx.source, "deployed_at": ctx.deployed_at,
+                       "deployed_by": ctx.actor, "keys": n_keys, "secret_keys": secrets}
+        if ctx.restored_commit:
+            unit_record["restored_commit"] = ctx.restored_commit
+        return _UnitWrite(up, deploy, compares, ops, size, record, unit_record)
+
+    def _record_parts(self, w: _UnitWrite, pending_revision: int | None,
+                      ) -> tuple[list[Any], list[Any], int]:
+        """Compares and ops that close a unit's deploy: history, unit record, pending, pin."""
+        keys, unit, live = self.ctx.keys, w.unit, w.plan.live
+        hist, urec = dumps(w.record).encode(), dumps(w.unit_record).encode()
+        cmps = [self.store.cmp_mod(keys.history(unit, w.deploy), 0),
+                self.store.cmp_mod(keys.unit_record(unit), live.record_revision)]
+        ops = [self.store.op_put(keys.history(unit, w.deploy), hist),
+               self.store.op_put(keys.unit_record(unit), urec)]
+        if pending_revision:
+            cmps.append(self.store.cmp_mod(keys.pending(unit), pending_revision))
+            ops.append(self.store.op_delete(keys.pending(unit)))
+        pin = self.ctx.set_pins.get(unit)
+        if pin is not None:
+            ops.append(self.store.op_put(keys.pin(unit), dumps(pin).encode()))
+        elif unit in self.ctx.lift_pins and live.pin is not None:
+            ops.append(self.store.op_delete(keys.pin(unit)))
+        return cmps, ops, len(hist) + len(urec) + 256
+
+    def _fits_one(self, w: _UnitWrite) -> bool:
+        cmps, ops, size = self._record_parts(w, w.plan.live.pending_revision or None)
+        return (len(w.data_ops) + len(ops) <= self.ctx.max_ops
+                and len(w.data_compares) + len(cmps) <= self.ctx.max_ops
+                and w.data_bytes + size <= self.ctx.max_bytes - _REQUEST_OVERHEAD)
+
+    # -- submitting -----------------------------------------------------------------------
+
+    def submit(self, up: UnitPlan) -> None:
+        w = self._build(up)
+        if not self._fits_one(w):
+            self._flush()
+            self._futures.append(self._pool.submit(self._write_large, w))
+            return
+        cmps, ops, size = self._record_parts(w, w.plan.live.pending_revision or None)
+        n_ops = len(w.data_ops) + len(ops)
+        n_cmps = len(w.data_compares) + len(cmps)
+        nbytes = w.data_bytes + size
+        if (self._batch_ops + n_ops > self.ctx.max_ops
+                or self._batch_cmps + n_cmps > self.ctx.max_ops
+                or self._batch_bytes + nbytes > self.ctx.max_bytes - _REQUEST_OVERHEAD):
+            self._flush()
+        self._batch.append(w)
+        self._batch_ops += n_ops
+        self._batch_cmps += n_cmps
+        self._batch_bytes += nbytes
+
+    def _flush(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        self._batch_ops = self._batch_cmps = self._batch_bytes = 0
+        self._futures.append(self._pool.submit(self._write_small, batch))
+
+    def _write_small(self, batch: list[_UnitWrite]) -> None:
+        compares: list[Any] = []
+        ops: list[Any] = []
+        for w in batch:
+            cmps, rops, _ = self._record_parts(w, w.plan.live.pending_revision or None)
+            compares += w.data_compares + cmps
+            ops += w.data_ops + rops
+        try:
+            res = self._txn(compares, ops)
+        except TxnTooLarge:
+            self._shrink_limits()
+            with self._lock:
+                self._retry.extend(w.unit for w in batch)
+            return
+        except EtcdError as exc:
+            with self._lock:
+                self.failed.extend((w.unit, str(exc)) for w in batch)
+            return
+        with self._lock:
+            if res.succeeded:
+                self.max_revision = max(self.max_revision, res.revision)
+                for w in batch:
+                    self._done(w, res.revision)
+            else:
+                self._retry.extend(w.unit for w in batch)
+
+    def _write_large(self, w: _UnitWrite) -> None:
+        try:
+            ok, revision = self._write_large_steps(w)
+        except TxnTooLarge:
+            self._shrink_limits()
+            ok, revision = False, 0
+        except EtcdError as exc:
+            with self._lock:
+                self.failed.append((w.unit, str(exc)))
+            return
+        with self._lock:
+            if ok:
+                self.max_revision = max(self.max_revision, revision)
+                self._done(w, revision, large=True)
+            else:
+                self._retry.append(w.unit)
+
+    def _write_large_steps(self, w: _UnitWrite) -> tuple[bool, int]:
+        store, keys, live = self.store, self.ctx.keys, w.plan.live
+        pending_rev = live.pending_revision
+        if not live.pending:
+            res = self._txn([store.cmp_mod(keys.pending(w.unit), 0),
+                             store.cmp_mod(keys.unit_record(w.unit), live.record_revision)],
+                            [store.op_put(keys.pending(w.unit), dumps(w.record).encode())])
+            if not res.succeeded:
+                return False, 0
+            pending_rev = res.revision
+        guard = store.cmp_mod(keys.pending(w.unit), pending_rev)
+        limit_ops = self.ctx.max_ops - 1
+        limit_bytes = self.ctx.max_bytes - _REQUEST_OVERHEAD
+        i = 0
+        n = len(w.data_ops)
+        while i < n:
+            j, size = i, 0
+            while j < n and j - i < limit_ops:
+                op = w.data_ops[j]
+                op_size = op.ByteSize()
+                if j > i and size + op_size > limit_bytes:
+                    break
+                size += op_size
+                j += 1
+            res = self._txn([guard, *w.data_compares[i:j]], w.data_ops[i:j])
+            if not res.succeeded:
+                return False, 0
+            if self.progress:
+                self.progress(j - i)
+            i = j
+        cmps, ops, _ = self._record_parts(w, pending_rev)
+        res = self._txn(cmps, ops)
+        return res.succeeded, res.revision
+
+    def _txn(self, compares: list[Any], ops: list[Any]) -> TxnResult:
+        res = self.store.txn(compares, ops)
+        if res.succeeded:
+            with self._lock:
+                self.revisions.append(res.revision)
+        return res
+
+    def _shrink_limits(self) -> None:
+        with self._lock:
+            self.ctx.max_ops = max(8, self.ctx.max_ops // 2)
+            self.ctx.max_bytes = max(256 * 1024, self.ctx.max_bytes // 2)
+
+    def _done(self, w: _UnitWrite, revision: int, large: bool = False) -> None:
+        lists = {k: [str(i["key"]) for i in v] for k, v in
+                 ((k, w.record[k]) for k in ("added", "changed", "deleted"))}
+        self.outcomes.append(DeployOutcome(w.unit, w.deploy, w.record["version"],
+                                           lists["added"], lists["changed"], lists["deleted"],
+                                           revision, self._conflicts.get(w.unit, 0)))
+        if self.progress and not large:  # large units report batch by batch
+            self.progress(len(w.data_ops))
+
+    # -- settling -------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Wait for every write; re-plan and retry, one unit at a time, what lost a race."""
+        self._flush()
+        self._drain()
+        while self._retry:
+            todo, self._retry = self._retry, []
+            for unit in todo:
+                attempts = self._conflicts.get(unit, 0) + 1
+                self._conflicts[unit] = attempts
+                if attempts > _MAX_ATTEMPTS:
+                    self.failed.append((unit, "concurrent writes kept changing the unit; "
+                                              f"gave up after {_MAX_ATTEMPTS} attempts"))
+                    continue
+                up = self.replan(unit)
+                if up is None:
+                    continue  # nothing left to do: someone else converged it
+                self.submit(up)
+                self._flush()
+                self._drain()
+        self._pool.shutdown(wait=True)
+
+    def _drain(self) -> None:
+        while self._futures:
+            fut = self._futures.pop(0)
+            fut.result()

@@ -1,0 +1,415 @@
+"""One pass of the path Git -> DesiredState, etcd -> LiveState, plan(), deploy: shared by diff,
+apply, rollback, status and every daemon cycle.
+
+Incremental by default (SPEC §4): the units looked at are those whose files changed since the
+last applied commit, those left unconverged by earlier runs, and those whose keys someone else
+wrote since gitconf's last write (a range filtered by `mod_revision`, minus the revisions of our
+own transactions); a key count that differs from what gitconf left reveals deletions and falls
+back to a full pass. The cost therefore follows what changed, not the repository's size.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from .deploy import DEFAULT_MAX_BYTES, DEFAULT_MAX_OPS, DeployContext, Deployer, DeployOutcome
+from .errors import EtcdError
+from .etcdstore import EtcdStore
+from .gitsource import CommitInfo, GitSource
+from .livestate import read_unit, read_units
+from .model import DesiredUnit, LiveUnit, Plan, Problem, UnitId, UnitPlan
+from .plan import PlanOptions, plan, plan_unit
+from .records import Keys, dumps, loads
+from .repo_format import (
+    BASE_FILES,
+    SCHEMA_FILES,
+    SETTINGS_FILES,
+    SHARED_SCHEMAS_DIR,
+    Layout,
+    LoadOptions,
+    iter_units,
+    read_layout,
+)
+
+MAX_OWN_INTERVALS = 512
+
+
+def default_actor(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("GITHUB_ACTOR"):
+        return os.environ["GITHUB_ACTOR"]
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Request:
+    ref: str = "HEAD"
+    services: Collection[str] | None = None
+    environments: Collection[str] | None = None
+    prune: bool = True
+    full: bool = False
+    dry_run: bool = False
+    actor: str | None = None
+    source: str = "git"  # git | rollback
+    respect_pins: bool = True
+    units: Collection[UnitId] | None = None  # exact units (rollback), overrides selection
+    set_pins: dict[UnitId, dict[str, Any]] = field(default_factory=dict)
+    max_ops: int = DEFAULT_MAX_OPS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    progress: Callable[[int], None] | None = None
+    on_plan: Callable[[int], None] | None = None  # told how many keys will be written
+
+
+@dataclass
+class Result:
+    ref: str
+    commit: CommitInfo
+    plan: Plan
+    deploys: list[DeployOutcome] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    dry_run: bool = False
+    full: bool = False
+    units_examined: int = 0
+    conflicts: int = 0
+
+    @property
+    def failed(self) -> list[tuple[UnitId, str]]:
+        return self.plan.failed
+
+    @property
+    def ok(self) -> bool:
+        return not self.plan.failed and not any(p.severity == "error" for p in self.problems)
+
+    def as_json(self) -> dict[str, Any]:
+        def pairs(items: list[tuple[UnitId, str]]) -> list[dict[str, str]]:
+            return [{"service": u.service, "environment": u.environment, "reason": r}
+                    for u, r in items]
+
+        return {
+            "ref": self.ref, "commit": self.commit.sha, "version": self.commit.version,
+            "dry_run": self.dry_run,
+            "deploys": [d.as_json() for d in sorted(self.deploys, key=lambda d: d.unit)],
+            "skipped": pairs(self.plan.skipped),
+            "failed": pairs(self.plan.failed),
+            "problems": [p.as_json() for p in self.problems],
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# the record of the last applied commit
+
+
+@dataclass
+class LastApplied:
+    commit: str
+    seen: int  # every write up to this revision has been examined
+    own: list[list[int]]  # revision intervals of gitconf's own transactions after `seen`
+    keys: int  # data keys gitconf expects under the prefix
+    unconverged: list[str]
+    mod_revision: int = 0
+
+    @classmethod
+    def read(cls, store: EtcdStore, keys: Keys) -> LastApplied | None:
+        kv = store.get(keys.last_applied)
+        if kv is None:
+            return None
+        try:
+            doc = loads(kv.value)
+            return cls(doc["commit"], int(doc["seen"]), list(doc.get("own", [])),
+                       int(doc["keys"]), list(doc.get("unconverged", [])), kv.mod_revision)
+        except (ValueError, KeyError, TypeError):
+            return None  # unreadable: behave as on a first run (full pass)
+
+    def is_own(self, revision: int) -> bool:
+        return any(a <= revision <= b for a, b in self.own)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"commit": self.commit, "seen": self.seen, "own": self.own, "keys": self.keys,
+                "unconverged": sorted(self.unconverged), "at": now_iso()}
+
+
+def _intervals(revisions: list[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for r in sorted(set(revisions)):
+        if out and r == out[-1][1] + 1:
+            out[-1][1] = r
+        else:
+            out.append([r, r])
+    return out
+
+
+def unit_of_path(path: str) -> tuple[str, str | None] | None:
+    """`svc/prod.yaml` -> (svc, prod); `svc/_base.yaml` / schema -> (svc, None); else None."""
+    top, sep, rest = path.partition("/")
+    if not sep or "/" in rest or top.startswith((".", "_")) or top == SHARED_SCHEMAS_DIR:
+        return None
+    if rest in BASE_FILES or rest in SCHEMA_FILES:
+        return top, None
+    if rest.endswith((".yaml", ".yml")) and not rest.startswith((".", "_")):
+        return top, rest.rsplit(".", 1)[0]
+    return None
+
+
+def affects_everything(path: str) -> bool:
+    return path in SETTINGS_FILES or path.startswith(SHARED_SCHEMAS_DIR + "/")
+
+
+def units_in_layout(layout: Layout) -> set[UnitId]:
+    return {UnitId(s.name, e) for s in layout.services.values() for e in s.envs}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Reconciler:
+    """Holds a repository, a store and a prefix; `run()` is one pass."""
+
+    def __init__(self, source: GitSource, store: EtcdStore, keys: Keys):
+        self.source = source
+        self.store = store
+        self.keys = keys
+
+    def _counts(self, revision: int = 0) -> tuple[int, int]:
+        total = self.store.range(self.keys.root_b, _end(self.keys.root_b), count_only=True,
+                                 revision=revision)
+        system = self.store.range(self.keys.system_b, _end(self.keys.system_b), count_only=True,
+                                  revision=revision or total.revision)
+        return total.count - system.count, total.revision
+
+    def select(self, target: str, layout: Layout, last: LastApplied | None, full: bool,
+               ) -> tuple[set[UnitId] | None, int, int]:
+        """Units to look at (None: all), the revision examined up to, the data key count then."""
+        count, revision = self._counts()
+        if full or last is None or count != last.keys:
+            return None, revision, count
+        try:
+            changed = self.source.changed_paths(last.commit, target)
+        except Exception:
+            return None, revision, count  # last commit unknown here (force-push, other repo)
+        units: set[UnitId] = set()
+        for path in changed:
+            if affects_everything(path):
+                return None, revision, count
+            hit = unit_of_path(path)
+            if hit is None:
+                continue
+            svc, env = hit
+            if env is not None:
+                units.add(UnitId(svc, env))
+            else:
+                files = layout.services.get(svc)
+                units.update(UnitId(svc, e) for e in (files.envs if files else ()))
+        for name in last.unconverged:
+            svc, _, env = name.partition("/")
+            units.add(UnitId(svc, env))
+        if revision > last.seen:
+            drift = self.store.range(self.keys.root_b, _end(self.keys.root_b), keys_only=True,
+                                     min_mod_revision=last.seen + 1, revision=revision)
+            for kv in drift.kvs:
+                if last.is_own(kv.mod_revision) or kv.key == self.keys.last_applied:
+                    continue
+                parsed = self.keys.parse_data_key(kv.key)
+                if parsed is not None:
+                    units.add(parsed[0])
+                    continue
+                rec = self.keys.parse_unit_record_key(kv.key)
+                if rec is not None and rec[0] in ("units", "pending", "pins"):
+                    units.add(rec[1])
+        return units, revision, count
+
+    def run(self, req: Request) -> Result:
+        target = self.source.resolve(req.ref)
+        commit = self.source.commit_info(target)
+        tree = self.source.tree(target)
+        layout = read_layout(tree)
+        settings_broken = [p for p in layout.problems if p.code == "settings"]
+        last = LastApplied.read(self.store, self.keys)
+
+        if req.units is not None:
+            candidates: set[UnitId] | None = set(req.units)
+            seen, count = self._counts()[1], 0
+        else:
+            candidates, seen, count = self.select(target, layout, last, req.full)
+        full = candidates is None
+
+        live_state = read_units(self.store, self.keys, candidates)
+        live = live_state.units
+        if candidates is None:
+            candidates = units_in_layout(layout) | set(live)
+        selected = {u for u in candidates if _wanted(u, req)}
+        result = Result(req.ref, commit, Plan(units=[]), problems=list(layout.problems),
+                        dry_run=req.dry_run, full=full, units_examined=len(selected))
+        if settings_broken:
+            result.plan.failed.extend((u, "invalid .gitconf.yaml") for u in sorted(selected))
+            return result
+
+        # units whose files the layout itself refuses are failed, never pruned
+        refused: dict[UnitId, Problem] = {}
+        for p in layout.problems:
+            hit = unit_of_path(p.file)
+            if hit and hit[1]:
+                refused.setdefault(UnitId(hit[0], hit[1]), p)
+
+        lifted = self._lifted_pins(target, selected, live) if req.respect_pins else set()
+        options = PlanOptions(prune=req.prune, respect_pins=req.respect_pins, lifted_pins=lifted)
+        ctx = DeployContext(self.keys, commit, req.source, default_actor(req.actor), now_iso(),
+                            max_ops=req.max_ops, max_bytes=req.max_bytes,
+                            restored_commit=target if req.source == "rollback" else None,
+                            set_pins=req.set_pins, lift_pins=lifted)
+        desired: dict[UnitId, DesiredUnit] = {}
+
+        def replan(unit: UnitId) -> UnitPlan | None:
+            fresh = read_unit(self.store, self.keys, unit)
+            live[unit] = fresh
+            d = desired.get(unit)
+            changes = plan_unit(unit, d, fresh, req.prune)
+            if not changes and fresh.pending is None:
+                return None
+            return UnitPlan(unit, changes, d, fresh)
+
+        deployer = None if req.dry_run else Deployer(self.store, ctx, replan, req.progress)
+        leftovers: set[UnitId] = set()
+        schemas: dict[str, dict[str, Any]] = {}
+
+        def consider(unit: UnitId, d: DesiredUnit | None) -> None:
+            if unit in refused:
+                p = refused[unit]
+                result.plan.failed.append((unit, f"invalid: {p.file}:{p.line}:{p.column} "
+                                                 f"{p.code}: {p.message}"))
+                return
+            lv = live.get(unit) or LiveUnit(unit, {})
+            part = plan([unit], {unit: d}, {unit: lv}, options)
+            result.plan.failed.extend(part.failed)
+            result.plan.skipped.extend(part.skipped)
+            for up in part.units:
+                result.plan.units.append(up)
+                if deployer is not None and (up.changes or lv.pending is not None):
+                    deployer.submit(up)
+            if not req.prune and d is not None and any(k not in d.values for k in lv.keys):
+                leftovers.add(unit)
+
+        services = {u.service for u in selected}
+        schema_objs: dict[str, Any] = {}
+        for unit_d, _problems in iter_units(tree, layout, LoadOptions(services=services),
+                                            schemas_out=schema_objs):
+            if unit_d is None or unit_d.unit not in selected:
+                continue
+            desired[unit_d.unit] = unit_d
+            consider(unit_d.unit, unit_d)
+        for unit in sorted(selected - set(desired)):
+            consider(unit, None)
+        for name, s in schema_objs.items():
+            schemas[name] = s.compiled
+
+        if deployer is not None:
+            deployer.finish()
+            result.deploys = deployer.outcomes
+            result.plan.failed.extend(deployer.failed)
+            result.conflicts = sum(o.retries for o in deployer.outcomes)
+            own = list(deployer.revisions)
+            own += self._publish_schemas(schemas)
+            if req.units is None:
+                self._write_last_applied(target, last, seen, own, count, candidates, selected,
+                                         result, leftovers)
+        return result
+
+    def _lifted_pins(self, target: str, units: Collection[UnitId],
+                     live: dict[UnitId, LiveUnit]) -> set[UnitId]:
+        """A pin holds until a commit on top of the branch head it was set at changes the
+        unit's files (SPEC §4)."""
+        lifted: set[UnitId] = set()
+        by_head: dict[str, set[str]] = {}
+        for unit in units:
+            lv = live.get(unit)
+            if lv is None or lv.pin is None:
+                continue
+            head = str(lv.pin.get("branch_head") or "")
+            if not head or head == target:
+                continue
+            if head not in by_head:
+                try:
+                    ok = self.source.is_ancestor(head, target)
+                    by_head[head] = set(self.source.changed_paths(head, target)) if ok else set()
+                except Exception:
+                    by_head[head] = set()
+            for path in by_head[head]:
+                hit = unit_of_path(path)
+                if hit and hit[0] == unit.service and hit[1] in (None, unit.environment):
+                    lifted.add(unit)
+                    break
+        return lifted
+
+    def _publish_schemas(self, schemas: dict[str, dict[str, Any]]) -> list[int]:
+        """Each service's compiled schema under `_system/schemas/`, for clients that resolve
+        defaults; written only when it changed."""
+        if not schemas:
+            return []
+        current: dict[bytes, bytes] = {}
+        prefix = self.keys.kind_prefix("schemas")
+        for kv in self.store.scan(prefix)[0]:
+            current[kv.key] = kv.value
+        revisions: list[int] = []
+        ops = []
+        for name, compiled in sorted(schemas.items()):
+            key, value = self.keys.schema(name), dumps(compiled).encode()
+            if current.get(key) != value:
+                ops.append(self.store.op_put(key, value))
+        for i in range(0, len(ops), 64):
+            try:
+                revisions.append(self.store.txn([], ops[i:i + 64]).revision)
+            except EtcdError:
+                pass  # a convenience for clients: the deploy itself has succeeded
+        return revisions
+
+    def _write_last_applied(self, target: str, last: LastApplied | None, seen: int,
+                            own: list[int], count: int, candidates: set[UnitId],
+                            selected: set[UnitId], result: Result, leftovers: set[UnitId],
+                            ) -> None:
+        converged = set(selected)
+        converged -= {u for u, _ in result.plan.failed}
+        converged -= {u for u, _ in result.plan.skipped}
+        converged -= leftovers
+        prior = {UnitId(*n.split("/", 1)) for n in (last.unconverged if last else [])}
+        unconverged = sorted(f"{u.service}/{u.environment}"
+                             for u in ((prior | candidates) - converged))
+        added = sum(len(d.added) for d in result.deploys)
+        deleted = sum(len(d.deleted) for d in result.deploys)
+        expected = count + added - deleted
+        if (not own and last is not None and sorted(last.unconverged) == unconverged
+                and last.keys == expected):
+            return  # an apply with nothing to do writes nothing at all
+        intervals = _intervals(own)
+        if len(intervals) > MAX_OWN_INTERVALS:  # too fragmented: re-examine them next time
+            intervals = []
+        record = LastApplied(target, seen, intervals, expected, unconverged)
+        self.store.txn([self.store.cmp_mod(self.keys.last_applied,
+                                           last.mod_revision if last else 0)],
+                       [self.store.op_put(self.keys.last_applied,
+                                          dumps(record.as_json()).encode())])
+
+
+def _wanted(unit: UnitId, req: Request) -> bool:
+    if req.services is not None and unit.service not in req.services:
+        return False
+    return not (req.environments is not None and unit.environment not in req.environments)
+
+
+def _end(prefix: bytes) -> bytes:
+    from pyetcd.utils import prefix_range_end
+
+    return bytes(prefix_range_end(prefix))
