@@ -58,6 +58,8 @@ class DeployOutcome:
     deleted: list[str]
     revision: int
     retries: int = 0
+    keys_delta: int = 0  # keys this run added minus keys it deleted (a resumed deploy's
+    #                      record also lists what the interrupted run wrote)
 
     def as_json(self) -> dict[str, Any]:
         return {"service": self.unit.service, "environment": self.unit.environment,
@@ -339,9 +341,11 @@ class Deployer:
     def _done(self, w: _UnitWrite, revision: int, large: bool = False) -> None:
         lists = {k: [str(i["key"]) for i in v] for k, v in
                  ((k, w.record[k]) for k in ("added", "changed", "deleted"))}
+        delta = sum(1 for c in w.plan.changes if c.op == "add") - sum(
+            1 for c in w.plan.changes if c.op == "delete")
         self.outcomes.append(DeployOutcome(w.unit, w.deploy, w.record["version"],
                                            lists["added"], lists["changed"], lists["deleted"],
-                                           revision, self._conflicts.get(w.unit, 0)))
+                                           revision, self._conflicts.get(w.unit, 0), delta))
         if self.progress and not large:  # large units report batch by batch
             self.progress(len(w.data_ops))
 

@@ -74,6 +74,7 @@ class EmbeddedEtcd:
         if self.data_dir is None:
             self.data_dir = tempfile.mkdtemp(prefix="gitconf-etcd-")
             self._own_dir = True
+        os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
         scheme = "https" if self.tls else "http"
         client_url = f"{scheme}://127.0.0.1:{self.client_port}"
         args = [

@@ -387,9 +387,7 @@ class Reconciler:
         prior = {UnitId(*n.split("/", 1)) for n in (last.unconverged if last else [])}
         unconverged = sorted(f"{u.service}/{u.environment}"
                              for u in ((prior | candidates) - converged))
-        added = sum(len(d.added) for d in result.deploys)
-        deleted = sum(len(d.deleted) for d in result.deploys)
-        expected = count + added - deleted
+        expected = count + sum(d.keys_delta for d in result.deploys)
         if (not own and last is not None and sorted(last.unconverged) == unconverged
                 and last.keys == expected):
             return  # an apply with nothing to do writes nothing at all

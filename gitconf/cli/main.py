@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import cmd_deploy, cmd_inspect, cmd_validate  # noqa: F401  (registers commands)
+from . import cmd_demo, cmd_deploy, cmd_inspect, cmd_validate  # noqa: F401  (registers)
 from .app import app
 
 
