@@ -9,6 +9,7 @@ retriever is registered, so a `$ref` can only reach files of the repository itse
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -248,16 +249,29 @@ class SchemaSet:
         return frozenset(secrets), defaults
 
 
+_META_VERDICTS: dict[str, tuple[tuple[Any, ...], str] | None] = {}
+
+
 def _check_schema(doc: Any, path: str,
                   positions: Mapping[tuple[Any, ...], Position]) -> list[Problem]:
-    cls = validator_for(doc, default=Draft202012Validator) if isinstance(doc, Mapping) else (
-        Draft202012Validator)
-    try:
-        cls.check_schema(doc)
-    except SchemaError as exc:
-        return [_problem_at(path, positions, tuple(exc.absolute_path), "schema",
-                            f"invalid JSON Schema: {_short(exc.message)}")]
-    return []
+    """Meta-validation costs ~10 ms a schema (Draft 2020-12's `$dynamicRef`s), while building a
+    validator costs microseconds; services generated from one template share their schema's
+    content, so the verdict is remembered by content."""
+    digest = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+    if digest not in _META_VERDICTS:
+        cls = validator_for(doc, default=Draft202012Validator) if isinstance(doc, Mapping) \
+            else Draft202012Validator
+        try:
+            cls.check_schema(doc)
+            _META_VERDICTS[digest] = None
+        except SchemaError as exc:
+            _META_VERDICTS[digest] = (tuple(exc.absolute_path), exc.message)
+    verdict = _META_VERDICTS[digest]
+    if verdict is None:
+        return []
+    where, message = verdict
+    return [_problem_at(path, positions, where, "schema",
+                        f"invalid JSON Schema: {_short(message)}")]
 
 
 def _meta_message(error: Any) -> str:
