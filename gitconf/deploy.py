@@ -58,8 +58,6 @@ class DeployOutcome:
     deleted: list[str]
     revision: int
     retries: int = 0
-    keys_delta: int = 0  # keys this run added minus keys it deleted (a resumed deploy's
-    #                      record also lists what the interrupted run wrote)
 
     def as_json(self) -> dict[str, Any]:
         return {"service": self.unit.service, "environment": self.unit.environment,
@@ -85,6 +83,11 @@ class _UnitWrite:
 def _record_value(value: JSON, secret: bool) -> JSON:
     if secret:
         return MASK
+    if isinstance(value, str):
+        if len(value) <= _RECORD_VALUE_LIMIT // 4:
+            return value
+    elif not isinstance(value, (list, dict)):
+        return value  # numbers, booleans, null
     text = canon(value)
     if len(text) > _RECORD_VALUE_LIMIT:
         return {"$summary": f"{len(text)} bytes of JSON"}
@@ -92,10 +95,13 @@ def _record_value(value: JSON, secret: bool) -> JSON:
 
 
 def _change_lists(changes: list[Change]) -> dict[str, list[dict[str, JSON]]]:
+    """Added keys are listed by name (their values are in Git at the deploy's commit, and a
+    first deploy would otherwise double its bytes); changed and deleted keys keep the old value,
+    which Git alone cannot tell once etcd has been written by someone else."""
     added, changed, deleted = [], [], []
     for c in changes:
         if c.op == "add":
-            added.append({"key": c.key, "new": _record_value(c.new, c.secret)})
+            added.append({"key": c.key})
         elif c.op == "change":
             changed.append({"key": c.key, "old": _record_value(c.old, c.secret),
                             "new": _record_value(c.new, c.secret)})
@@ -341,11 +347,9 @@ class Deployer:
     def _done(self, w: _UnitWrite, revision: int, large: bool = False) -> None:
         lists = {k: [str(i["key"]) for i in v] for k, v in
                  ((k, w.record[k]) for k in ("added", "changed", "deleted"))}
-        delta = sum(1 for c in w.plan.changes if c.op == "add") - sum(
-            1 for c in w.plan.changes if c.op == "delete")
         self.outcomes.append(DeployOutcome(w.unit, w.deploy, w.record["version"],
                                            lists["added"], lists["changed"], lists["deleted"],
-                                           revision, self._conflicts.get(w.unit, 0), delta))
+                                           revision, self._conflicts.get(w.unit, 0)))
         if self.progress and not large:  # large units report batch by batch
             self.progress(len(w.data_ops))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
@@ -24,6 +24,7 @@ from pyetcd.utils import prefix_range_end
 from .errors import EtcdError, EtcdUnavailable, UsageError
 
 DEFAULT_ENDPOINT = "127.0.0.1:2379"
+_DELETE = 1  # mvccpb.Event.EventType.DELETE
 MAX_RECEIVE = 256 * 1024 * 1024
 _RETRY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 T = TypeVar("T")
@@ -31,6 +32,12 @@ T = TypeVar("T")
 
 class TxnTooLarge(EtcdError):
     """The server refused a transaction for its size; the caller splits it and tries again."""
+
+
+class Change(NamedTuple):
+    key: bytes
+    mod_revision: int
+    deleted: bool
 
 
 class KV(NamedTuple):
@@ -332,6 +339,53 @@ class EtcdStore:
             pass
 
     # -- watches --------------------------------------------------------------------------
+
+    def changes_since(self, prefix: bytes, start_revision: int, until_revision: int,
+                      timeout: float = 10.0) -> list[Change] | None:
+        """Every put and delete under `prefix` with a revision in [start, until], replayed from
+        etcd's history by a watch: the cost follows the number of changes, where a
+        `min_mod_revision` range makes the server walk the whole prefix (and sees no deletes).
+
+        The watch covers the whole keyspace: every revision is made by some write, so an event
+        at `until_revision` is certain to arrive and marks the end (etcd 3.5's progress
+        notifications can arrive before the replayed events). None when that history was
+        compacted, the user may not read the whole keyspace, or the replay took too long."""
+        if start_revision > until_revision:
+            return []
+        create = etcdrpc.WatchRequest(create_request=etcdrpc.WatchCreateRequest(
+            key=b"\0", range_end=b"\0", start_revision=start_revision))
+        done = threading.Event()
+
+        def outgoing() -> Iterator[Any]:
+            yield create
+            done.wait(timeout)
+
+        def call(c: Any) -> Any:
+            return etcdrpc.WatchStub(c.channel).Watch(outgoing(), timeout,
+                                                      credentials=c.call_credentials,
+                                                      metadata=c.metadata)
+
+        stream = self._call(call)
+        changes: list[Change] = []
+        try:
+            for resp in stream:
+                if resp.compact_revision or resp.canceled:
+                    return None
+                for ev in resp.events:  # one revision's events never span two responses
+                    rev = ev.kv.mod_revision
+                    if rev <= until_revision and ev.kv.key.startswith(prefix):
+                        changes.append(Change(ev.kv.key, rev, ev.type == _DELETE))
+                if resp.events and resp.events[-1].kv.mod_revision >= until_revision:
+                    return changes
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED,
+                              grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.CANCELLED):
+                return None
+            raise self._error(exc) from None
+        finally:
+            done.set()
+            stream.cancel()
+        return None
 
     def watch_prefix(self, prefix: bytes, start_revision: int,
                      callback: Callable[[Any], None]) -> Any:

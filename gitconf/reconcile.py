@@ -3,9 +3,10 @@ apply, rollback, status and every daemon cycle.
 
 Incremental by default (SPEC §4): the units looked at are those whose files changed since the
 last applied commit, those left unconverged by earlier runs, and those whose keys someone else
-wrote since gitconf's last write (a range filtered by `mod_revision`, minus the revisions of our
-own transactions); a key count that differs from what gitconf left reveals deletions and falls
-back to a full pass. The cost therefore follows what changed, not the repository's size.
+wrote or deleted since gitconf last looked. When every revision since then is one of gitconf's
+own transactions nothing is read at all; otherwise etcd's history of those revisions is
+replayed with a watch (puts and deletes alike); when that history has been compacted away, the
+pass looks at every unit. The cost therefore follows what changed, not the repository's size.
 """
 
 from __future__ import annotations
@@ -119,7 +120,6 @@ class LastApplied:
     commit: str
     seen: int  # every write up to this revision has been examined
     own: list[list[int]]  # revision intervals of gitconf's own transactions after `seen`
-    keys: int  # data keys gitconf expects under the prefix
     unconverged: list[str]
     mod_revision: int = 0
 
@@ -131,15 +131,28 @@ class LastApplied:
         try:
             doc = loads(kv.value)
             return cls(doc["commit"], int(doc["seen"]), list(doc.get("own", [])),
-                       int(doc["keys"]), list(doc.get("unconverged", [])), kv.mod_revision)
+                       list(doc.get("unconverged", [])), kv.mod_revision)
         except (ValueError, KeyError, TypeError):
             return None  # unreadable: behave as on a first run (full pass)
 
     def is_own(self, revision: int) -> bool:
         return any(a <= revision <= b for a, b in self.own)
 
+    def first_foreign(self, now: int) -> int | None:
+        """The first revision after `seen` made by someone else (None: every one since was
+        ours, including this record's own write, and there is nothing to replay)."""
+        r = self.seen + 1
+        spans = sorted([*map(tuple, self.own), (self.mod_revision, self.mod_revision)])
+        for a, b in spans:
+            if r > now:
+                return None
+            if a > r:
+                return r
+            r = max(r, b + 1)
+        return r if r <= now else None
+
     def as_json(self) -> dict[str, Any]:
-        return {"commit": self.commit, "seen": self.seen, "own": self.own, "keys": self.keys,
+        return {"commit": self.commit, "seen": self.seen, "own": self.own,
                 "unconverged": sorted(self.unconverged), "at": now_iso()}
 
 
@@ -184,27 +197,20 @@ class Reconciler:
         self.store = store
         self.keys = keys
 
-    def _counts(self, revision: int = 0) -> tuple[int, int]:
-        total = self.store.range(self.keys.root_b, _end(self.keys.root_b), count_only=True,
-                                 revision=revision)
-        system = self.store.range(self.keys.system_b, _end(self.keys.system_b), count_only=True,
-                                  revision=revision or total.revision)
-        return total.count - system.count, total.revision
-
     def select(self, target: str, layout: Layout, last: LastApplied | None, full: bool,
-               ) -> tuple[set[UnitId] | None, int, int]:
-        """Units to look at (None: all), the revision examined up to, the data key count then."""
-        count, revision = self._counts()
-        if full or last is None or count != last.keys:
-            return None, revision, count
+               ) -> tuple[set[UnitId] | None, int]:
+        """Units to look at (None: all) and the revision up to which writes were examined."""
+        now = self.store.revision()
+        if full or last is None:
+            return None, now
         try:
             changed = self.source.changed_paths(last.commit, target)
         except Exception:
-            return None, revision, count  # last commit unknown here (force-push, other repo)
+            return None, now  # last commit unknown here (force-push, another repository)
         units: set[UnitId] = set()
         for path in changed:
             if affects_everything(path):
-                return None, revision, count
+                return None, now
             hit = unit_of_path(path)
             if hit is None:
                 continue
@@ -217,20 +223,22 @@ class Reconciler:
         for name in last.unconverged:
             svc, _, env = name.partition("/")
             units.add(UnitId(svc, env))
-        if revision > last.seen:
-            drift = self.store.range(self.keys.root_b, _end(self.keys.root_b), keys_only=True,
-                                     min_mod_revision=last.seen + 1, revision=revision)
-            for kv in drift.kvs:
-                if last.is_own(kv.mod_revision) or kv.key == self.keys.last_applied:
+        first = last.first_foreign(now)
+        if first is not None:
+            changes = self.store.changes_since(self.keys.root_b, first, now)
+            if changes is None:
+                return None, now  # history compacted (or unreadable): look at everything
+            for ch in changes:
+                if last.is_own(ch.mod_revision) or ch.key == self.keys.last_applied:
                     continue
-                parsed = self.keys.parse_data_key(kv.key)
+                parsed = self.keys.parse_data_key(ch.key)
                 if parsed is not None:
                     units.add(parsed[0])
                     continue
-                rec = self.keys.parse_unit_record_key(kv.key)
+                rec = self.keys.parse_unit_record_key(ch.key)
                 if rec is not None and rec[0] in ("units", "pending", "pins"):
                     units.add(rec[1])
-        return units, revision, count
+        return units, now
 
     def run(self, req: Request) -> Result:
         target = self.source.resolve(req.ref)
@@ -242,9 +250,9 @@ class Reconciler:
 
         if req.units is not None:
             candidates: set[UnitId] | None = set(req.units)
-            seen, count = self._counts()[1], 0
+            seen = self.store.revision()
         else:
-            candidates, seen, count = self.select(target, layout, last, req.full)
+            candidates, seen = self.select(target, layout, last, req.full)
         full = candidates is None
 
         live_state = read_units(self.store, self.keys, candidates)
@@ -324,7 +332,7 @@ class Reconciler:
             own = list(deployer.revisions)
             own += self._publish_schemas(schemas)
             if req.units is None:
-                self._write_last_applied(target, last, seen, own, count, candidates, selected,
+                self._write_last_applied(target, last, seen, own, candidates, selected,
                                          result, leftovers)
         return result
 
@@ -377,7 +385,7 @@ class Reconciler:
         return revisions
 
     def _write_last_applied(self, target: str, last: LastApplied | None, seen: int,
-                            own: list[int], count: int, candidates: set[UnitId],
+                            own: list[int], candidates: set[UnitId],
                             selected: set[UnitId], result: Result, leftovers: set[UnitId],
                             ) -> None:
         converged = set(selected)
@@ -387,14 +395,12 @@ class Reconciler:
         prior = {UnitId(*n.split("/", 1)) for n in (last.unconverged if last else [])}
         unconverged = sorted(f"{u.service}/{u.environment}"
                              for u in ((prior | candidates) - converged))
-        expected = count + sum(d.keys_delta for d in result.deploys)
-        if (not own and last is not None and sorted(last.unconverged) == unconverged
-                and last.keys == expected):
+        if not own and last is not None and sorted(last.unconverged) == unconverged:
             return  # an apply with nothing to do writes nothing at all
         intervals = _intervals(own)
         if len(intervals) > MAX_OWN_INTERVALS:  # too fragmented: re-examine them next time
             intervals = []
-        record = LastApplied(target, seen, intervals, expected, unconverged)
+        record = LastApplied(target, seen, intervals, unconverged)
         self.store.txn([self.store.cmp_mod(self.keys.last_applied,
                                            last.mod_revision if last else 0)],
                        [self.store.op_put(self.keys.last_applied,
@@ -407,7 +413,3 @@ def _wanted(unit: UnitId, req: Request) -> bool:
     return not (req.environments is not None and unit.environment not in req.environments)
 
 
-def _end(prefix: bytes) -> bytes:
-    from pyetcd.utils import prefix_range_end
-
-    return bytes(prefix_range_end(prefix))

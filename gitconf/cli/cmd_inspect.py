@@ -119,7 +119,7 @@ def history(
         for r in records:
             con.print(f"[bold]#{r['deploy']}[/] {escape(str(r.get('subject') or ''))}")
             for item in r.get("added", []):
-                con.print(f"  [green]+ {escape(item['key'])}[/] = {escape(show(item['new']))}")
+                con.print(f"  [green]+ {escape(item['key'])}[/]")
             for item in r.get("changed", []):
                 con.print(f"  [yellow]~ {escape(item['key'])}[/]: {escape(show(item['old']))} "
                           f"→ {escape(show(item['new']))}")

@@ -1,0 +1,92 @@
+"""`gitconf apply` against its peer (benchmarks/raw_apply.py: raw batched transactions) on the
+reference repository, in one run on one throwaway etcd; then a one-key commit applied as a whole
+process, on the reference repository and on one a hundred times smaller (the cost must not
+follow the repository's size), and a no-op apply.
+
+    python benchmarks/bench_apply.py [--services 1000] [--out benchmarks/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generate import generate
+
+from gitconf.embedded_etcd import EmbeddedEtcd
+
+BIN = Path(sys.executable).parent
+HERE = Path(__file__).resolve().parent
+GIT_ENV = {"GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
+           "GIT_COMMITTER_NAME": "Bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
+
+
+def run(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    t = time.perf_counter()
+    res = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} failed: {res.stderr[-800:]}")
+    return elapsed
+
+
+def commit_one_key(repo: Path, n: int) -> None:
+    f = repo / "svc-0000" / "prod.yaml"
+    text = f.read_text()
+    f.write_text(text.replace("idle_ms: ", f"idle_ms: {n}", 1) if n else text)
+    subprocess.run(["git", "commit", "-qam", f"one key #{n}"], cwd=repo, check=True,
+                   env={**os.environ, **GIT_ENV})
+
+
+def one_key_cost(repo: Path, endpoint: str, prefix: str, rounds: int = 5) -> tuple[float, float]:
+    env = {"GITCONF_ETCD_ENDPOINTS": endpoint, "GITCONF_PREFIX": prefix}
+    apply = [str(BIN / "gitconf"), "apply", "--repo", str(repo)]
+    run(apply, env)  # first apply
+    times = []
+    for i in range(1, rounds + 1):
+        commit_one_key(repo, i)
+        times.append(run(apply, env))
+    noop = min(run(apply, env) for _ in range(3))
+    return sorted(times)[len(times) // 2], noop
+
+
+def fresh_repo(root: Path, services: int) -> Path:
+    shutil.rmtree(root, ignore_errors=True)
+    generate(root, services, git=True)
+    return root
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--out", type=Path, default=HERE / "out")
+    a = ap.parse_args()
+    big = fresh_repo(a.out / "apply-ref", a.services)
+    small = fresh_repo(a.out / "apply-small", max(1, a.services // 100))
+    with EmbeddedEtcd() as etcd:
+        ep = etcd.endpoint
+        t_raw = run([sys.executable, str(HERE / "raw_apply.py"), str(big), ep, "/raw"])
+        t_first = run([str(BIN / "gitconf"), "apply", "--repo", str(big)],
+                      {"GITCONF_ETCD_ENDPOINTS": ep, "GITCONF_PREFIX": "/config"})
+        t_raw2 = run([sys.executable, str(HERE / "raw_apply.py"), str(big), ep, "/raw2"])
+        raw = min(t_raw, t_raw2)
+        one_big, noop_big = one_key_cost(big, ep, "/config")
+        one_small, noop_small = one_key_cost(small, ep, "/small")
+    print(f"reference repository: {a.services} services x 3 environments (~{a.services * 99:,} "
+          "keys), fresh etcd, whole processes")
+    print(f"  first apply: gitconf {t_first:6.2f} s   raw batched txns {raw:6.2f} s "
+          f"(best of 2)   ratio {t_first / raw:.2f} (target <= 1.25)")
+    print(f"  one-key commit, median of 5: {one_big:.3f} s on {a.services} services, "
+          f"{one_small:.3f} s on {max(1, a.services // 100)} (target < 0.5 s, size-independent)")
+    print(f"  no-op apply: {noop_big:.3f} s on {a.services} services, {noop_small:.3f} s on "
+          f"{max(1, a.services // 100)}")
+
+
+if __name__ == "__main__":
+    main()
