@@ -71,6 +71,7 @@ class PlanOptions:
     respect_pins: bool = True
     lifted_pins: Collection[UnitId] = field(default_factory=frozenset)
     force: Collection[UnitId] = field(default_factory=frozenset)  # plan even if pinned
+    source: str = "git"
 
 
 def plan(units: Iterable[UnitId], desired: Mapping[UnitId, DesiredUnit | None],
@@ -93,6 +94,13 @@ def plan(units: Iterable[UnitId], desired: Mapping[UnitId, DesiredUnit | None],
             reason = pin.get("reason") or "no reason given"
             result.skipped.append((unit, f"pinned to {str(pin.get('commit', '?'))[:12]} by "
                                          f"{pin.get('by', '?')}: {reason}"))
+            continue
+        pending = lv.pending or {}
+        if pending.get("source") == "rollback" and options.source != "rollback":
+            commit = str(pending.get("commit", "?"))[:12]
+            result.skipped.append((unit, f"an interrupted rollback to {commit} is pending; run "
+                                         f"`gitconf rollback {commit} --service {unit.service} "
+                                         f"--env {unit.environment}` to finish it"))
             continue
         changes = plan_unit(unit, d, lv, options.prune)
         if d is None and not lv.keys and lv.pending is None:

@@ -274,7 +274,8 @@ class Reconciler:
                 refused.setdefault(UnitId(hit[0], hit[1]), p)
 
         lifted = self._lifted_pins(target, selected, live) if req.respect_pins else set()
-        options = PlanOptions(prune=req.prune, respect_pins=req.respect_pins, lifted_pins=lifted)
+        options = PlanOptions(prune=req.prune, respect_pins=req.respect_pins, lifted_pins=lifted,
+                              source=req.source)
         ctx = DeployContext(self.keys, commit, req.source, default_actor(req.actor), now_iso(),
                             max_ops=req.max_ops, max_bytes=req.max_bytes,
                             restored_commit=target if req.source == "rollback" else None,

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from . import cmd_demo, cmd_deploy, cmd_inspect, cmd_validate  # noqa: F401  (registers)
+from . import (  # noqa: F401  (importing registers the commands)
+    cmd_demo,
+    cmd_deploy,
+    cmd_inspect,
+    cmd_rollback,
+    cmd_validate,
+)
 from .app import app
 
 

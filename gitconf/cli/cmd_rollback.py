@@ -1,0 +1,182 @@
+"""`gitconf rollback`, `gitconf pin`, `gitconf unpin`: what the on-call engineer reaches for."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..errors import CheckFailed, UsageError
+from .app import (
+    ActorOpt,
+    EnvOpt,
+    EtcdOpt,
+    Format,
+    FormatOpt,
+    PrefixOpt,
+    RepoOpt,
+    ServiceOpt,
+    ShowSecretsOpt,
+    app,
+    console,
+    edge,
+    is_terminal,
+    out_json,
+)
+from .context import default_prefix, reconciler_for
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..reconcile import Result
+    from ..rollback import RollbackTarget
+
+ReasonOpt = Annotated[str | None, typer.Option("--reason", "-m", help="Why (kept with the pin).")]
+HeadOpt = Annotated[str, typer.Option("--head", help="The branch head the pin is measured "
+                                                     "against (see docs/rollback.md).")]
+
+
+@app.command()
+@edge
+def rollback(
+    commit: Annotated[str | None, typer.Argument(help="The commit to restore.")] = None,
+    repo: RepoOpt = ".",
+    etcd: EtcdOpt = None,
+    prefix: PrefixOpt = default_prefix(),
+    service: ServiceOpt = None,
+    env: EnvOpt = None,
+    to_previous: Annotated[tuple[str, str] | None, typer.Option(
+        "--to-previous", metavar="SERVICE ENV",
+        help="Undo the unit's last deploy: restore what it ran before.")] = None,
+    head: HeadOpt = "HEAD",
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
+                   ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; write nothing.")
+                       ] = False,
+    reason: ReasonOpt = None,
+    actor: ActorOpt = None,
+    max_txn_ops: Annotated[int, typer.Option("--max-txn-ops", min=4)] = 128,
+    show_secrets: ShowSecretsOpt = False,
+    format: FormatOpt = Format.text,
+) -> None:
+    """Restore units to exactly what COMMIT had (values, and deletion of keys it did not have),
+    as a deploy with source `rollback`; then pin them so apply and the daemon leave them alone.
+    Without --service/--env: every unit changed since COMMIT."""
+    from ..model import UnitId
+    from ..rollback import previous_commit, resolve_units
+    from ..rollback import rollback as do_rollback
+    from .render import plan_json, render_apply, render_plan
+
+    if to_previous is not None:
+        if commit or service or env:
+            raise UsageError("--to-previous SERVICE ENV takes no COMMIT, --service or --env")
+    elif commit is None:
+        raise UsageError("give the COMMIT to restore, or --to-previous SERVICE ENV")
+    con = console()
+    with reconciler_for(repo, etcd, prefix) as rec:
+        if to_previous is not None:
+            unit = UnitId(*to_previous)
+            commit = previous_commit(rec, unit)
+            service, env = [unit.service], [unit.environment]
+        assert commit is not None
+        target = resolve_units(rec, commit, service, env, head)
+        if not target.units:
+            if format is Format.json:
+                out_json({"ref": commit, "commit": target.commit, "deploys": [], "skipped": [],
+                          "failed": []})
+            else:
+                con.print(f"nothing changed since {commit}: no unit to roll back")
+            return
+        planned = do_rollback(rec, target, actor, reason, dry_run=True)
+        if dry_run:
+            if format is Format.json:
+                out_json(plan_json(planned, show_secrets))
+            else:
+                render_plan(con, planned.plan, show_secrets)
+                _summary(con, target, planned)
+            return
+        if not yes:
+            if not is_terminal():
+                raise UsageError("rollback asks for confirmation: run it from a terminal, or "
+                                 "pass --yes")
+            render_plan(con, planned.plan, show_secrets)
+            _summary(con, target, planned)
+            if not typer.confirm("Roll back and pin these units?", default=False):
+                raise CheckFailed("rollback cancelled; nothing written")
+        result = do_rollback(rec, target, actor, reason, max_ops=max_txn_ops)
+    if format is Format.json:
+        out_json(result.as_json())
+    else:
+        render_apply(con, result)
+        con.print(f"pinned {len(target.units)} unit(s) to {target.commit[:12]}; "
+                  "`gitconf unpin SERVICE ENV` hands them back to apply")
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _summary(con: Console, target: RollbackTarget, planned: Result) -> None:
+    n = sum(1 for u in planned.plan.units if u.changes)
+    con.print(f"{len(target.units)} unit(s) back to {planned.commit.version}: {n} with changes")
+    for unit in target.removed:
+        con.print(f"[red]{unit} did not exist at {target.commit[:12]}: it will be removed "
+                  "entirely[/]")
+
+
+@app.command()
+@edge
+def pin(
+    service: Annotated[str, typer.Argument()],
+    environment: Annotated[str, typer.Argument()],
+    commit: Annotated[str | None, typer.Argument(
+        help="Commit to record [default: the one deployed now].")] = None,
+    reason: ReasonOpt = None,
+    repo: RepoOpt = ".",
+    etcd: EtcdOpt = None,
+    prefix: PrefixOpt = default_prefix(),
+    head: HeadOpt = "HEAD",
+    actor: ActorOpt = None,
+    format: FormatOpt = Format.text,
+) -> None:
+    """Freeze a unit: apply and the daemon skip it until `gitconf unpin`, or until a commit on
+    top of today's branch head changes its files. Values are not changed."""
+    from ..livestate import read_unit
+    from ..model import UnitId
+    from ..reconcile import default_actor
+    from ..rollback import pin_record, set_pin
+
+    unit = UnitId(service, environment)
+    with reconciler_for(repo, etcd, prefix) as rec:
+        live = read_unit(rec.store, rec.keys, unit)
+        if live.record is None and not live.keys:
+            raise CheckFailed(f"{unit} has never been deployed under {rec.keys.prefix or '/'}")
+        sha = rec.source.resolve(commit) if commit else str((live.record or {}).get("commit"))
+        record = pin_record(sha, rec.source.resolve(head), default_actor(actor), reason)
+        set_pin(rec, unit, record)
+    if format is Format.json:
+        out_json({"service": service, "environment": environment, "pin": record})
+    else:
+        console().print(f"pinned {unit} to {sha[:12]}")
+
+
+@app.command()
+@edge
+def unpin(
+    service: Annotated[str, typer.Argument()],
+    environment: Annotated[str, typer.Argument()],
+    repo: RepoOpt = ".",
+    etcd: EtcdOpt = None,
+    prefix: PrefixOpt = default_prefix(),
+    format: FormatOpt = Format.text,
+) -> None:
+    """Hand a pinned unit back to apply and the daemon (the next apply converges it)."""
+    from ..model import UnitId
+    from ..rollback import unpin as do_unpin
+
+    unit = UnitId(service, environment)
+    with reconciler_for(repo, etcd, prefix) as rec:
+        old = do_unpin(rec, unit)
+    if format is Format.json:
+        out_json({"service": service, "environment": environment, "unpinned": old})
+    else:
+        console().print(f"unpinned {unit} (was pinned to {str(old.get('commit'))[:12]}); "
+                        "run `gitconf apply` to converge it")
