@@ -46,6 +46,8 @@ class DeployContext:
     set_pins: dict[UnitId, dict[str, Any]] = field(default_factory=dict)
     lift_pins: set[UnitId] = field(default_factory=set)
     workers: int = 4
+    fence: list[Any] = field(default_factory=list)  # compares every transaction must pass
+    drift_units: set[UnitId] = field(default_factory=set)  # deploys that revert drift
 
 
 @dataclass
@@ -192,6 +194,8 @@ class Deployer:
         }
         if ctx.restored_commit:
             record["restored_commit"] = ctx.restored_commit
+        if up.unit in ctx.drift_units:
+            record["reverted_drift"] = True
         n_keys = len(live.keys) + sum(1 for ch in up.changes if ch.op == "add") - sum(
             1 for ch in up.changes if ch.op == "delete")
         secrets = sorted(up.desired.secret_keys) if up.desired else []
@@ -224,7 +228,7 @@ class Deployer:
     def _fits_one(self, w: _UnitWrite) -> bool:
         cmps, ops, size = self._record_parts(w, w.plan.live.pending_revision or None)
         return (len(w.data_ops) + len(ops) <= self.ctx.max_ops
-                and len(w.data_compares) + len(cmps) <= self.ctx.max_ops
+                and len(w.data_compares) + len(cmps) + len(self.ctx.fence) <= self.ctx.max_ops
                 and w.data_bytes + size <= self.ctx.max_bytes - _REQUEST_OVERHEAD)
 
     # -- submitting -----------------------------------------------------------------------
@@ -240,7 +244,7 @@ class Deployer:
         n_cmps = len(w.data_compares) + len(cmps)
         nbytes = w.data_bytes + size
         if (self._batch_ops + n_ops > self.ctx.max_ops
-                or self._batch_cmps + n_cmps > self.ctx.max_ops
+                or self._batch_cmps + n_cmps + len(self.ctx.fence) > self.ctx.max_ops
                 or self._batch_bytes + nbytes > self.ctx.max_bytes - _REQUEST_OVERHEAD):
             self._flush()
         self._batch.append(w)
@@ -309,7 +313,7 @@ class Deployer:
                 return False, 0
             pending_rev = res.revision
         guard = store.cmp_mod(keys.pending(w.unit), pending_rev)
-        limit_ops = self.ctx.max_ops - 1
+        limit_ops = self.ctx.max_ops - 1 - len(self.ctx.fence)
         limit_bytes = self.ctx.max_bytes - _REQUEST_OVERHEAD
         i = 0
         n = len(w.data_ops)
@@ -333,7 +337,7 @@ class Deployer:
         return res.succeeded, res.revision
 
     def _txn(self, compares: list[Any], ops: list[Any]) -> TxnResult:
-        res = self.store.txn(compares, ops)
+        res = self.store.txn([*self.ctx.fence, *compares], ops)
         if res.succeeded:
             with self._lock:
                 self.revisions.append(res.revision)

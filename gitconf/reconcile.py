@@ -14,13 +14,14 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import threading
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
 from .deploy import DEFAULT_MAX_BYTES, DEFAULT_MAX_OPS, DeployContext, Deployer, DeployOutcome
-from .errors import EtcdError
+from .errors import EtcdError, UsageError
 from .etcdstore import EtcdStore
 from .gitsource import CommitInfo, GitSource
 from .livestate import read_unit, read_units
@@ -37,6 +38,7 @@ from .repo_format import (
     iter_units,
     read_layout,
 )
+from .trees import FileTree, Tree
 
 MAX_OWN_INTERVALS = 512
 
@@ -73,7 +75,10 @@ class Request:
     max_ops: int = DEFAULT_MAX_OPS
     max_bytes: int = DEFAULT_MAX_BYTES
     progress: Callable[[int], None] | None = None
-    on_plan: Callable[[int], None] | None = None  # told how many keys will be written
+    worktree: bool = False  # desired state from the working tree's files (local development)
+    cancel: threading.Event | None = None  # set: submit no further unit (SIGTERM)
+    drift_policy: str = "revert"  # revert | report | pr: what to do with drift-only units
+    fence: tuple[bytes, int] | None = None  # (key, mod_revision) every write must still see
 
 
 @dataclass
@@ -87,6 +92,9 @@ class Result:
     full: bool = False
     units_examined: int = 0
     conflicts: int = 0
+    drifted: list[UnitPlan] = field(default_factory=list)  # drift left in place (policy)
+    reverted: list[UnitId] = field(default_factory=list)  # drift reverted to Git
+    cancelled: bool = False
 
     @property
     def failed(self) -> list[tuple[UnitId, str]]:
@@ -121,6 +129,7 @@ class LastApplied:
     seen: int  # every write up to this revision has been examined
     own: list[list[int]]  # revision intervals of gitconf's own transactions after `seen`
     unconverged: list[str]
+    drifted: list[str] = field(default_factory=list)  # drift left in place by policy
     mod_revision: int = 0
 
     @classmethod
@@ -131,7 +140,8 @@ class LastApplied:
         try:
             doc = loads(kv.value)
             return cls(doc["commit"], int(doc["seen"]), list(doc.get("own", [])),
-                       list(doc.get("unconverged", [])), kv.mod_revision)
+                       list(doc.get("unconverged", [])), list(doc.get("drifted", [])),
+                       kv.mod_revision)
         except (ValueError, KeyError, TypeError):
             return None  # unreadable: behave as on a first run (full pass)
 
@@ -153,7 +163,8 @@ class LastApplied:
 
     def as_json(self) -> dict[str, Any]:
         return {"commit": self.commit, "seen": self.seen, "own": self.own,
-                "unconverged": sorted(self.unconverged), "at": now_iso()}
+                "unconverged": sorted(self.unconverged), "drifted": sorted(self.drifted),
+                "at": now_iso()}
 
 
 def _intervals(revisions: list[int]) -> list[list[int]]:
@@ -198,19 +209,20 @@ class Reconciler:
         self.keys = keys
 
     def select(self, target: str, layout: Layout, last: LastApplied | None, full: bool,
-               ) -> tuple[set[UnitId] | None, int]:
-        """Units to look at (None: all) and the revision up to which writes were examined."""
+               ) -> tuple[set[UnitId] | None, int, set[UnitId]]:
+        """Units to look at (None: all), the revision up to which writes were examined, and
+        the units only someone else changed (drift: Git did not change them)."""
         now = self.store.revision()
         if full or last is None:
-            return None, now
+            return None, now, set()
         try:
             changed = self.source.changed_paths(last.commit, target)
         except Exception:
-            return None, now  # last commit unknown here (force-push, another repository)
+            return None, now, set()  # last commit unknown (force-push, another repository)
         units: set[UnitId] = set()
         for path in changed:
             if affects_everything(path):
-                return None, now
+                return None, now, set()
             hit = unit_of_path(path)
             if hit is None:
                 continue
@@ -220,6 +232,8 @@ class Reconciler:
             else:
                 files = layout.services.get(svc)
                 units.update(UnitId(svc, e) for e in (files.envs if files else ()))
+        from_git = set(units)
+        drift = {UnitId(*n.split("/", 1)) for n in last.drifted}
         for name in last.unconverged:
             svc, _, env = name.partition("/")
             units.add(UnitId(svc, env))
@@ -227,32 +241,40 @@ class Reconciler:
         if first is not None:
             changes = self.store.changes_since(self.keys.root_b, first, now)
             if changes is None:
-                return None, now  # history compacted (or unreadable): look at everything
+                return None, now, set()  # history compacted (or unreadable): look at all
             for ch in changes:
                 if last.is_own(ch.mod_revision) or ch.key == self.keys.last_applied:
                     continue
                 parsed = self.keys.parse_data_key(ch.key)
                 if parsed is not None:
                     units.add(parsed[0])
+                    drift.add(parsed[0])
                     continue
                 rec = self.keys.parse_unit_record_key(ch.key)
                 if rec is not None and rec[0] in ("units", "pending", "pins"):
                     units.add(rec[1])
-        return units, now
+        return units, now, drift - from_git
 
     def run(self, req: Request) -> Result:
         target = self.source.resolve(req.ref)
         commit = self.source.commit_info(target)
-        tree = self.source.tree(target)
+        tree: Tree = self.source.tree(target)
+        if req.worktree:
+            if self.source.work_tree is None:
+                raise UsageError("--worktree needs a working tree, not a bare repository")
+            tree = FileTree(self.source.work_tree)
+            commit = replace(commit, version=f"{commit.version}+worktree")
         layout = read_layout(tree)
         settings_broken = [p for p in layout.problems if p.code == "settings"]
         last = LastApplied.read(self.store, self.keys)
 
+        drift_only: set[UnitId] = set()
         if req.units is not None:
             candidates: set[UnitId] | None = set(req.units)
             seen = self.store.revision()
         else:
-            candidates, seen = self.select(target, layout, last, req.full)
+            candidates, seen, drift_only = self.select(target, layout, last,
+                                                       req.full or req.worktree)
         full = candidates is None
 
         live_state = read_units(self.store, self.keys, candidates)
@@ -279,13 +301,14 @@ class Reconciler:
         ctx = DeployContext(self.keys, commit, req.source, default_actor(req.actor), now_iso(),
                             max_ops=req.max_ops, max_bytes=req.max_bytes,
                             restored_commit=target if req.source == "rollback" else None,
-                            set_pins=req.set_pins, lift_pins=lifted)
-        desired: dict[UnitId, DesiredUnit] = {}
+                            set_pins=req.set_pins, lift_pins=lifted,
+                            fence=[self.store.cmp_mod(*req.fence)] if req.fence else [])
+        loaded: set[UnitId] = set()  # units are not kept: memory follows what changed
 
         def replan(unit: UnitId) -> UnitPlan | None:
             fresh = read_unit(self.store, self.keys, unit)
             live[unit] = fresh
-            d = desired.get(unit)
+            d = desired_kept.get(unit)
             changes = plan_unit(unit, d, fresh, req.prune)
             if not changes and fresh.pending is None:
                 return None
@@ -293,9 +316,15 @@ class Reconciler:
 
         deployer = None if req.dry_run else Deployer(self.store, ctx, replan, req.progress)
         leftovers: set[UnitId] = set()
+        cancelled: set[UnitId] = set()
+        desired_kept: dict[UnitId, DesiredUnit | None] = {}
         schemas: dict[str, dict[str, Any]] = {}
 
         def consider(unit: UnitId, d: DesiredUnit | None) -> None:
+            if req.cancel is not None and req.cancel.is_set():
+                result.cancelled = True
+                cancelled.add(unit)
+                return
             if unit in refused:
                 p = refused[unit]
                 result.plan.failed.append((unit, f"invalid: {p.file}:{p.line}:{p.column} "
@@ -306,8 +335,15 @@ class Reconciler:
             result.plan.failed.extend(part.failed)
             result.plan.skipped.extend(part.skipped)
             for up in part.units:
+                if unit in drift_only and up.changes:
+                    if req.drift_policy != "revert":
+                        result.drifted.append(up)  # reported, left as it is
+                        return
+                    result.reverted.append(unit)
+                    ctx.drift_units.add(unit)
                 result.plan.units.append(up)
                 if deployer is not None and (up.changes or lv.pending is not None):
+                    desired_kept[unit] = d  # what a re-plan after a conflict starts from
                     deployer.submit(up)
             if not req.prune and d is not None and any(k not in d.values for k in lv.keys):
                 leftovers.add(unit)
@@ -318,9 +354,9 @@ class Reconciler:
                                             schemas_out=schema_objs):
             if unit_d is None or unit_d.unit not in selected:
                 continue
-            desired[unit_d.unit] = unit_d
+            loaded.add(unit_d.unit)
             consider(unit_d.unit, unit_d)
-        for unit in sorted(selected - set(desired)):
+        for unit in sorted(selected - loaded):
             consider(unit, None)
         for name, s in schema_objs.items():
             schemas[name] = s.compiled
@@ -334,7 +370,7 @@ class Reconciler:
             own += self._publish_schemas(schemas)
             if req.units is None:
                 self._write_last_applied(target, last, seen, own, candidates, selected,
-                                         result, leftovers)
+                                         result, leftovers | cancelled)
         return result
 
     def _lifted_pins(self, target: str, units: Collection[UnitId],
@@ -393,15 +429,19 @@ class Reconciler:
         converged -= {u for u, _ in result.plan.failed}
         converged -= {u for u, _ in result.plan.skipped}
         converged -= leftovers
+        drifted = {up.unit for up in result.drifted}
+        converged -= drifted
         prior = {UnitId(*n.split("/", 1)) for n in (last.unconverged if last else [])}
         unconverged = sorted(f"{u.service}/{u.environment}"
                              for u in ((prior | candidates) - converged))
-        if not own and last is not None and sorted(last.unconverged) == unconverged:
+        drifted_names = sorted(f"{u.service}/{u.environment}" for u in drifted)
+        if (not own and last is not None and sorted(last.unconverged) == unconverged
+                and sorted(last.drifted) == drifted_names):
             return  # an apply with nothing to do writes nothing at all
         intervals = _intervals(own)
         if len(intervals) > MAX_OWN_INTERVALS:  # too fragmented: re-examine them next time
             intervals = []
-        record = LastApplied(target, seen, intervals, unconverged)
+        record = LastApplied(target, seen, intervals, unconverged, drifted_names)
         self.store.txn([self.store.cmp_mod(self.keys.last_applied,
                                            last.mod_revision if last else 0)],
                        [self.store.op_put(self.keys.last_applied,
