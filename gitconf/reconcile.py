@@ -77,7 +77,7 @@ class Request:
     progress: Callable[[int], None] | None = None
     worktree: bool = False  # desired state from the working tree's files (local development)
     cancel: threading.Event | None = None  # set: submit no further unit (SIGTERM)
-    drift_policy: str = "revert"  # revert | report | pr: what to do with drift-only units
+    drift_policy: str | None = "revert"  # revert | report | pr; None: `.gitconf.yaml` drift
     fence: tuple[bytes, int] | None = None  # (key, mod_revision) every write must still see
 
 
@@ -95,6 +95,7 @@ class Result:
     drifted: list[UnitPlan] = field(default_factory=list)  # drift left in place (policy)
     reverted: list[UnitId] = field(default_factory=list)  # drift reverted to Git
     cancelled: bool = False
+    own_revisions: list[int] = field(default_factory=list)  # of every write this run made
 
     @property
     def failed(self) -> list[tuple[UnitId, str]]:
@@ -295,6 +296,9 @@ class Reconciler:
             if hit and hit[1]:
                 refused.setdefault(UnitId(hit[0], hit[1]), p)
 
+        # drift the daemon leaves in place until the overrides work (follow-up PRs) lands:
+        # `pr` reports like `report` (docs/daemon.md)
+        policy = req.drift_policy or str(layout.settings.get("drift", "pr"))
         lifted = self._lifted_pins(target, selected, live) if req.respect_pins else set()
         options = PlanOptions(prune=req.prune, respect_pins=req.respect_pins, lifted_pins=lifted,
                               source=req.source)
@@ -336,7 +340,7 @@ class Reconciler:
             result.plan.skipped.extend(part.skipped)
             for up in part.units:
                 if unit in drift_only and up.changes:
-                    if req.drift_policy != "revert":
+                    if policy != "revert":
                         result.drifted.append(up)  # reported, left as it is
                         return
                     result.reverted.append(unit)
@@ -369,8 +373,11 @@ class Reconciler:
             own = list(deployer.revisions)
             own += self._publish_schemas(schemas)
             if req.units is None:
-                self._write_last_applied(target, last, seen, own, candidates, selected,
-                                         result, leftovers | cancelled)
+                rev = self._write_last_applied(target, last, seen, own, candidates, selected,
+                                               result, leftovers | cancelled, ctx.fence)
+                if rev:
+                    own.append(rev)
+            result.own_revisions = own
         return result
 
     def _lifted_pins(self, target: str, units: Collection[UnitId],
@@ -424,7 +431,7 @@ class Reconciler:
     def _write_last_applied(self, target: str, last: LastApplied | None, seen: int,
                             own: list[int], candidates: set[UnitId],
                             selected: set[UnitId], result: Result, leftovers: set[UnitId],
-                            ) -> None:
+                            ctx_fence: list[Any]) -> int:
         converged = set(selected)
         converged -= {u for u, _ in result.plan.failed}
         converged -= {u for u, _ in result.plan.skipped}
@@ -437,15 +444,16 @@ class Reconciler:
         drifted_names = sorted(f"{u.service}/{u.environment}" for u in drifted)
         if (not own and last is not None and sorted(last.unconverged) == unconverged
                 and sorted(last.drifted) == drifted_names):
-            return  # an apply with nothing to do writes nothing at all
+            return 0  # an apply with nothing to do writes nothing at all
         intervals = _intervals(own)
         if len(intervals) > MAX_OWN_INTERVALS:  # too fragmented: re-examine them next time
             intervals = []
         record = LastApplied(target, seen, intervals, unconverged, drifted_names)
-        self.store.txn([self.store.cmp_mod(self.keys.last_applied,
-                                           last.mod_revision if last else 0)],
-                       [self.store.op_put(self.keys.last_applied,
-                                          dumps(record.as_json()).encode())])
+        res = self.store.txn([*ctx_fence, self.store.cmp_mod(self.keys.last_applied,
+                                                             last.mod_revision if last else 0)],
+                             [self.store.op_put(self.keys.last_applied,
+                                                dumps(record.as_json()).encode())])
+        return res.revision if res.succeeded else 0
 
 
 def _wanted(unit: UnitId, req: Request) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import (  # noqa: F401  (importing registers the commands)
+    cmd_daemon,
     cmd_demo,
     cmd_deploy,
     cmd_inspect,

@@ -1,0 +1,1 @@
+"""`gitconf daemon`: keeps etcd equal to a Git branch (SPEC §6)."""
