@@ -210,6 +210,13 @@ class EtcdStore:
                 for ep in client.endpoints.values():
                     ep.last_failed = 0  # every member failed recently: try them all again
                 continue
+            except (pyetcd.exceptions.ConnectionFailedError,
+                    pyetcd.exceptions.ConnectionTimeoutError):
+                # pyetcd's own calls (watch creation) map grpc errors to these, without text
+                time.sleep(min(0.1 * (attempt + 1), 0.5))
+                continue
+            except pyetcd.exceptions.Etcd3Exception as exc:
+                raise EtcdError(f"etcd: {type(exc).__name__} {exc}") from None
             except ValueError as exc:  # pyetcd: "Trying to use a failed node"
                 last = None
                 if "failed node" not in str(exc):

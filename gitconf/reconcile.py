@@ -214,16 +214,19 @@ class Reconciler:
         """Units to look at (None: all), the revision up to which writes were examined, and
         the units only someone else changed (drift: Git did not change them)."""
         now = self.store.revision()
-        if full or last is None:
+        if last is None:
             return None, now, set()
+        reported = {UnitId(*n.split("/", 1)) for n in last.drifted}
+        if full:
+            return None, now, reported
         try:
             changed = self.source.changed_paths(last.commit, target)
         except Exception:
-            return None, now, set()  # last commit unknown (force-push, another repository)
+            return None, now, reported  # last commit unknown (force-push, another repository)
         units: set[UnitId] = set()
         for path in changed:
             if affects_everything(path):
-                return None, now, set()
+                return None, now, reported
             hit = unit_of_path(path)
             if hit is None:
                 continue
@@ -234,7 +237,7 @@ class Reconciler:
                 files = layout.services.get(svc)
                 units.update(UnitId(svc, e) for e in (files.envs if files else ()))
         from_git = set(units)
-        drift = {UnitId(*n.split("/", 1)) for n in last.drifted}
+        drift = set(reported)
         for name in last.unconverged:
             svc, _, env = name.partition("/")
             units.add(UnitId(svc, env))
@@ -442,7 +445,9 @@ class Reconciler:
         unconverged = sorted(f"{u.service}/{u.environment}"
                              for u in ((prior | candidates) - converged))
         drifted_names = sorted(f"{u.service}/{u.environment}" for u in drifted)
-        if (not own and last is not None and sorted(last.unconverged) == unconverged
+        moved = last is not None and last.commit != target and bool(candidates)
+        if (not own and last is not None and not moved
+                and sorted(last.unconverged) == unconverged
                 and sorted(last.drifted) == drifted_names):
             return 0  # an apply with nothing to do writes nothing at all
         intervals = _intervals(own)

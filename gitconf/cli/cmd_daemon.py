@@ -44,6 +44,8 @@ def daemon(
         "--worktree", help="Also apply uncommitted edits of a local working tree (local "
                            "development only).")] = False,
     log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
+    max_txn_ops: Annotated[int, typer.Option("--max-txn-ops", min=4,
+                                             help="etcd's --max-txn-ops.")] = 128,
 ) -> None:
     """Keep etcd equal to a Git branch: poll, webhook (GITCONF_WEBHOOK_SECRET), file events,
     drift seen through an etcd watch; one leader among replicas. SIGTERM stops cleanly."""
@@ -53,6 +55,6 @@ def daemon(
         raise UsageError("--log-format is text or json")
     cfg = DaemonConfig(repo=repo, branch=branch, interval=parse_duration(interval),
                        listen=listen, etcd=etcd, prefix=prefix, lease_ttl=lease_ttl,
-                       actor=actor, worktree=worktree,
+                       actor=actor, worktree=worktree, max_ops=max_txn_ops,
                        webhook_secret=os.environ.get("GITCONF_WEBHOOK_SECRET") or None)
     raise typer.Exit(run_daemon(cfg, log_format))

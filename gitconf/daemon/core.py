@@ -46,6 +46,7 @@ class DaemonConfig:
     worktree: bool = False
     webhook_secret: str | None = None
     max_backoff: float = 60.0
+    max_ops: int = 128
 
 
 class JsonFormatter(logging.Formatter):
@@ -124,7 +125,9 @@ class Daemon:
                         self._maybe_cycle()
                     backoff = 0.0
                     timeout = self.cfg.interval
-                except GitconfError as exc:
+                except Exception as exc:  # a daemon survives what it did not foresee too
+                    if not isinstance(exc, GitconfError):
+                        log.exception("unexpected error in the reconcile loop")
                     self._failed(exc)
                     backoff = min(self.cfg.max_backoff, max(0.5, backoff * 2 or 0.5))
                     timeout = backoff * (0.5 + random.random() / 2)  # jittered
@@ -331,7 +334,7 @@ class Daemon:
             return
         started = time.perf_counter()
         req = Request(ref=head, actor=self.actor, drift_policy=None, cancel=self.stop,
-                      fence=fence, worktree=self.cfg.worktree)
+                      fence=fence, worktree=self.cfg.worktree, max_ops=self.cfg.max_ops)
         try:
             result = Reconciler(self.source, self.store, self.keys).run(req)
         finally:
@@ -378,7 +381,7 @@ class Daemon:
         log.info("reconciled %s in %.3fs: %d deploy(s), %d unit(s) examined", head[:12],
                  elapsed, len(result.deploys), result.units_examined)
 
-    def _failed(self, exc: GitconfError) -> None:
+    def _failed(self, exc: Exception) -> None:
         self.last_error = str(exc)
         self.last_ok = False
         self.metrics.reconciles.labels("error").inc()
@@ -390,7 +393,7 @@ class Daemon:
             self._watch_broken = True
             self.metrics.errors.labels("etcd").inc()
         else:
-            self.metrics.errors.labels("invalid").inc()
+            self.metrics.errors.labels("internal").inc()
 
     # -- readiness ------------------------------------------------------------------------
 

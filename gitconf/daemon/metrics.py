@@ -21,7 +21,8 @@ class Metrics:
                              "Units changed in etcd by something other than gitconf, by what "
                              "was done (reverted, reported).", ["action"], registry=r)
         self.errors = Counter("gitconf_errors_total",
-                              "Errors by kind (git, etcd, invalid, webhook).", ["kind"],
+                              "Errors by kind (git, etcd, invalid, webhook, internal).",
+                              ["kind"],
                               registry=r)
         self.last_success = Gauge("gitconf_last_success_timestamp_seconds",
                                   "Unix time of the last successful reconcile.", registry=r)
@@ -35,7 +36,7 @@ class Metrics:
         self._commit: str | None = None
         for result in ("success", "idle", "error"):
             self.reconciles.labels(result)
-        for kind in ("git", "etcd", "invalid", "webhook"):
+        for kind in ("git", "etcd", "invalid", "webhook", "internal"):
             self.errors.labels(kind)
         for action in ("reverted", "reported"):
             self.drift.labels(action)
