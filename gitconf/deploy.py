@@ -136,7 +136,7 @@ class Deployer:
     """Writes unit plans; `submit()` as plans come, `finish()` to wait and settle conflicts."""
 
     def __init__(self, store: EtcdStore, ctx: DeployContext,
-                 replan: Callable[[UnitId], UnitPlan | None],
+                 replan: Callable[[UnitPlan], UnitPlan | None],
                  progress: Callable[[int], None] | None = None):
         self.store = store
         self.ctx = ctx
@@ -148,7 +148,9 @@ class Deployer:
         self.revisions: list[int] = []  # of every transaction of ours that succeeded
         self._batch: list[_UnitWrite] = []
         self._batch_ops = self._batch_cmps = self._batch_bytes = 0
-        self._retry: list[UnitId] = []
+        self._retry: list[UnitPlan] = []  # lost a race: re-planned from fresh state
+        # parsing outruns etcd: without a bound, queued transactions would hold the repository
+        self._slots = threading.BoundedSemaphore(max(2, ctx.workers * 2))
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max(1, ctx.workers))
         self._futures: list[Future[None]] = []
@@ -237,6 +239,7 @@ class Deployer:
         w = self._build(up)
         if not self._fits_one(w):
             self._flush()
+            self._slots.acquire()
             self._futures.append(self._pool.submit(self._write_large, w))
             return
         cmps, ops, size = self._record_parts(w, w.plan.live.pending_revision or None)
@@ -257,9 +260,17 @@ class Deployer:
             return
         batch, self._batch = self._batch, []
         self._batch_ops = self._batch_cmps = self._batch_bytes = 0
+        self._slots.acquire()
         self._futures.append(self._pool.submit(self._write_small, batch))
+        self._futures = [f for f in self._futures if not f.done() or f.exception()]
 
     def _write_small(self, batch: list[_UnitWrite]) -> None:
+        try:
+            self._write_small_txn(batch)
+        finally:
+            self._slots.release()
+
+    def _write_small_txn(self, batch: list[_UnitWrite]) -> None:
         compares: list[Any] = []
         ops: list[Any] = []
         for w in batch:
@@ -271,7 +282,7 @@ class Deployer:
         except TxnTooLarge:
             self._shrink_limits()
             with self._lock:
-                self._retry.extend(w.unit for w in batch)
+                self._retry.extend(w.plan for w in batch)
             return
         except EtcdError as exc:
             with self._lock:
@@ -283,9 +294,15 @@ class Deployer:
                 for w in batch:
                     self._done(w, res.revision)
             else:
-                self._retry.extend(w.unit for w in batch)
+                self._retry.extend(w.plan for w in batch)
 
     def _write_large(self, w: _UnitWrite) -> None:
+        try:
+            self._write_large_unit(w)
+        finally:
+            self._slots.release()
+
+    def _write_large_unit(self, w: _UnitWrite) -> None:
         try:
             ok, revision = self._write_large_steps(w)
         except TxnTooLarge:
@@ -300,7 +317,7 @@ class Deployer:
                 self.max_revision = max(self.max_revision, revision)
                 self._done(w, revision, large=True)
             else:
-                self._retry.append(w.unit)
+                self._retry.append(w.plan)
 
     def _write_large_steps(self, w: _UnitWrite) -> tuple[bool, int]:
         store, keys, live = self.store, self.ctx.keys, w.plan.live
@@ -365,14 +382,15 @@ class Deployer:
         self._drain()
         while self._retry:
             todo, self._retry = self._retry, []
-            for unit in todo:
+            for lost in todo:
+                unit = lost.unit
                 attempts = self._conflicts.get(unit, 0) + 1
                 self._conflicts[unit] = attempts
                 if attempts > _MAX_ATTEMPTS:
                     self.failed.append((unit, "concurrent writes kept changing the unit; "
                                               f"gave up after {_MAX_ATTEMPTS} attempts"))
                     continue
-                up = self.replan(unit)
+                up = self.replan(lost)
                 if up is None:
                     continue  # nothing left to do: someone else converged it
                 self.submit(up)

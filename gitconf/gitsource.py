@@ -125,6 +125,12 @@ class GitSource:
         out = self.run(["diff", "--name-only", "-z", "--no-renames", a, b, "--"])
         return [p for p in out.split("\0") if p]
 
+    def changed_status(self, a: str, b: str) -> list[tuple[str, str]]:
+        """(status, path) of each path that differs: A added, M modified, D deleted, T type."""
+        out = self.run(["diff", "--name-status", "-z", "--no-renames", a, b, "--"])
+        parts = [p for p in out.split("\0") if p]
+        return list(zip(parts[0::2], parts[1::2], strict=True))
+
     def is_ancestor(self, a: str, b: str) -> bool:
         res = subprocess.run(["git", f"--git-dir={self.git_dir}", "merge-base", "--is-ancestor",
                               a, b], capture_output=True)
@@ -188,7 +194,10 @@ class GitTree:
         wanted = list(paths)
         if not wanted:
             return
-        blobs = self.blobs()
+        if self._blobs is not None:
+            names = [self._blobs[p] for p in wanted]
+        else:  # no listing needed: git resolves `commit:path` itself
+            names = [f"{self.commit}:{p}" for p in wanted]
         proc = subprocess.Popen(["git", f"--git-dir={self.source.git_dir}", "cat-file", "--batch"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None
@@ -196,8 +205,8 @@ class GitTree:
 
         def feed() -> None:
             try:
-                for p in wanted:
-                    stdin.write(blobs[p].encode() + b"\n")
+                for name in names:
+                    stdin.write(name.encode("utf-8", "surrogateescape") + b"\n")
                 stdin.close()
             except (BrokenPipeError, ValueError):
                 pass

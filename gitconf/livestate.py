@@ -22,10 +22,13 @@ SCAN_THRESHOLD = 48  # above this many units, one snapshot of the prefix is chea
 _PER_UNIT_OPS = 4
 
 
-def live_key(kv: KV) -> LiveKey:
+def live_key(kv: KV, keep_envelope: bool = False) -> LiveKey:
+    """Planning needs the value and its revision; the raw bytes are kept only when they are
+    not an envelope (to show them), the envelope only when asked (`gitconf get`)."""
     env = decode_envelope(kv.value)
-    value = env["value"] if env is not None else NOT_ENVELOPE
-    return LiveKey(value, kv.value, kv.mod_revision, env)
+    if env is None:
+        return LiveKey(NOT_ENVELOPE, kv.value, kv.mod_revision, None)
+    return LiveKey(env["value"], b"", kv.mod_revision, env if keep_envelope else None)
 
 
 def _apply_record(unit: LiveUnit, kind: str, kv: KV) -> None:
@@ -86,7 +89,8 @@ def _range_op(key: bytes, prefix: bool = False) -> Any:
     return etcdrpc.RequestOp(request_range=req)
 
 
-def _read_by_txn(store: EtcdStore, keys: Keys, units: Iterable[UnitId]) -> LiveState:
+def _read_by_txn(store: EtcdStore, keys: Keys, units: Iterable[UnitId],
+                 keep_envelopes: bool = False) -> LiveState:
     out: dict[UnitId, LiveUnit] = {}
     todo = sorted(set(units))
     per_txn = max(1, 120 // _PER_UNIT_OPS)
@@ -107,7 +111,7 @@ def _read_by_txn(store: EtcdStore, keys: Keys, units: Iterable[UnitId]) -> LiveS
                 parsed = keys.parse_data_key(kv.key)
                 if parsed is not None:
                     lu.keys[parsed[1]] = live_key(KV(kv.key, kv.value, kv.mod_revision,
-                                                     kv.create_revision))
+                                                     kv.create_revision), keep_envelopes)
             for kind, resp in (("units", record), ("pending", pending), ("pins", pin)):
                 for kv in resp.response_range.kvs:
                     _apply_record(lu, kind, KV(kv.key, kv.value, kv.mod_revision,
@@ -115,5 +119,6 @@ def _read_by_txn(store: EtcdStore, keys: Keys, units: Iterable[UnitId]) -> LiveS
     return LiveState(out, revision)
 
 
-def read_unit(store: EtcdStore, keys: Keys, unit: UnitId) -> LiveUnit:
-    return _read_by_txn(store, keys, [unit]).units[unit]
+def read_unit(store: EtcdStore, keys: Keys, unit: UnitId,
+              keep_envelopes: bool = False) -> LiveUnit:
+    return _read_by_txn(store, keys, [unit], keep_envelopes).units[unit]

@@ -90,10 +90,10 @@ class DesiredState:
 class LiveKey:
     """One envelope as etcd holds it; `mod_revision` guards the write that replaces it."""
 
-    value: JSON
-    raw: bytes
+    value: JSON  # plan.NOT_ENVELOPE when the stored bytes are not a gitconf envelope
+    raw: bytes  # the stored bytes, kept only when they are not an envelope
     mod_revision: int
-    envelope: dict[str, Any] | None  # None when the stored bytes are not a gitconf envelope
+    envelope: dict[str, Any] | None  # the whole envelope, when the reader asked for it
 
 
 @dataclass

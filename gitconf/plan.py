@@ -8,7 +8,7 @@ import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .model import JSON, Change, DesiredUnit, LiveUnit, Plan, UnitId, UnitPlan
+from .model import JSON, Change, DesiredUnit, LiveKey, LiveUnit, Plan, UnitId, UnitPlan
 from .schema import is_secret
 
 
@@ -47,16 +47,22 @@ def plan_unit(unit: UnitId, desired: DesiredUnit | None, live: LiveUnit,
         if current is None:
             changes.append(Change(key, "add", None, value, is_secret(secrets, key)))
         elif not same(current.value, value):
-            old = current.value if current.envelope is not None else current.raw.decode(
-                "utf-8", "replace")
-            changes.append(Change(key, "change", old, value, is_secret(secrets, key)))
+            changes.append(Change(key, "change", _shown(current), value,
+                                  is_secret(secrets, key)))
     if prune:
         for key, current in live_keys.items():
             if key not in wanted:
                 secret = is_secret(secrets, key) or _was_secret(live, key)
-                changes.append(Change(key, "delete", current.value, None, secret))
+                changes.append(Change(key, "delete", _shown(current), None, secret))
     changes.sort(key=lambda c: c.key)
     return changes
+
+
+def _shown(current: LiveKey) -> JSON:
+    """The live value as a change shows it: a foreign non-envelope write as its text."""
+    if current.value is NOT_ENVELOPE:
+        return current.raw.decode("utf-8", "replace")
+    return current.value
 
 
 def _was_secret(live: LiveUnit, key: str) -> bool:

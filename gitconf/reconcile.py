@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .deploy import DEFAULT_MAX_BYTES, DEFAULT_MAX_OPS, DeployContext, Deployer, DeployOutcome
-from .errors import EtcdError, UsageError
+from .errors import EtcdError, GitconfError, UsageError
 from .etcdstore import EtcdStore
 from .gitsource import CommitInfo, GitSource
 from .livestate import read_unit, read_units
@@ -85,7 +85,7 @@ class Request:
 class Result:
     ref: str
     commit: CommitInfo
-    plan: Plan
+    plan: Plan  # for a real run: skipped and failed units; per-unit plans only for dry runs
     deploys: list[DeployOutcome] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     dry_run: bool = False
@@ -208,6 +208,26 @@ class Reconciler:
         self.source = source
         self.store = store
         self.keys = keys
+        self._layout: tuple[str, Layout] | None = None  # (commit, its layout), for the daemon
+
+    def layout_at(self, commit: str, tree: Tree) -> Layout:
+        """The layout depends only on which files exist and on `.gitconf.yaml`: when a commit
+        only modifies files the previous one had, its layout is reused instead of listing the
+        whole tree again (which costs time in proportion to the repository)."""
+        if self._layout is not None:
+            prev, layout = self._layout
+            if prev == commit:
+                return layout
+            try:
+                status = self.source.changed_status(prev, commit)
+            except GitconfError:
+                status = [("?", "")]
+            if all(s == "M" and p not in SETTINGS_FILES for s, p in status):
+                self._layout = (commit, layout)
+                return layout
+        layout = read_layout(tree)
+        self._layout = (commit, layout)
+        return layout
 
     def select(self, target: str, layout: Layout, last: LastApplied | None, full: bool,
                ) -> tuple[set[UnitId] | None, int, set[UnitId]]:
@@ -268,7 +288,7 @@ class Reconciler:
                 raise UsageError("--worktree needs a working tree, not a bare repository")
             tree = FileTree(self.source.work_tree)
             commit = replace(commit, version=f"{commit.version}+worktree")
-        layout = read_layout(tree)
+        layout = read_layout(tree) if req.worktree else self.layout_at(target, tree)
         settings_broken = [p for p in layout.problems if p.code == "settings"]
         last = LastApplied.read(self.store, self.keys)
 
@@ -312,19 +332,16 @@ class Reconciler:
                             fence=[self.store.cmp_mod(*req.fence)] if req.fence else [])
         loaded: set[UnitId] = set()  # units are not kept: memory follows what changed
 
-        def replan(unit: UnitId) -> UnitPlan | None:
-            fresh = read_unit(self.store, self.keys, unit)
-            live[unit] = fresh
-            d = desired_kept.get(unit)
-            changes = plan_unit(unit, d, fresh, req.prune)
+        def replan(lost: UnitPlan) -> UnitPlan | None:
+            fresh = read_unit(self.store, self.keys, lost.unit)
+            changes = plan_unit(lost.unit, lost.desired, fresh, req.prune)
             if not changes and fresh.pending is None:
                 return None
-            return UnitPlan(unit, changes, d, fresh)
+            return UnitPlan(lost.unit, changes, lost.desired, fresh)
 
         deployer = None if req.dry_run else Deployer(self.store, ctx, replan, req.progress)
         leftovers: set[UnitId] = set()
         cancelled: set[UnitId] = set()
-        desired_kept: dict[UnitId, DesiredUnit | None] = {}
         schemas: dict[str, dict[str, Any]] = {}
 
         def consider(unit: UnitId, d: DesiredUnit | None) -> None:
@@ -348,9 +365,9 @@ class Reconciler:
                         return
                     result.reverted.append(unit)
                     ctx.drift_units.add(unit)
-                result.plan.units.append(up)
-                if deployer is not None and (up.changes or lv.pending is not None):
-                    desired_kept[unit] = d  # what a re-plan after a conflict starts from
+                if deployer is None:
+                    result.plan.units.append(up)  # a real run keeps outcomes, not plans
+                elif up.changes or lv.pending is not None:
                     deployer.submit(up)
             if not req.prune and d is not None and any(k not in d.values for k in lv.keys):
                 leftovers.add(unit)

@@ -247,3 +247,21 @@ def test_url_repository_is_cloned_into_the_cache(tmp_path: Path, env: dict, stor
     assert cli("apply", "--repo", url, env=env).exit_code == 0  # fetched on the later run
     assert data(store, keys)["a/prod/x"]["value"] == 2
     assert any((tmp_path / "cache" / "repos").iterdir())
+
+
+def test_foreign_raw_values_are_replaced_and_pruned(tmp_path: Path, env: dict, store: EtcdStore,
+                                                    keys: Keys) -> None:
+    """Bytes that are not an envelope (an etcdctl put) are shown as text, then converged."""
+    repo = make_repo(tmp_path / "r", {"a/prod.yaml": "x: 1\n"})
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    unit = UnitId("a", "prod")
+    store.put(keys.data_key(unit, "x"), b"plain text")
+    store.put(keys.data_key(unit, "stray"), b"42")
+    diff = cli("diff", "--repo", str(repo.path), "-f", "json", env=env).json()
+    assert diff["units"][0]["changes"] == [
+        {"key": "stray", "op": "delete", "old": "42", "new": None},
+        {"key": "x", "op": "change", "old": "plain text", "new": 1}]
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    assert set(data(store, keys)) == {"a/prod/x"}
+    record = cli("history", "a", "prod", "-f", "json", env=env).json()["deploys"][0]
+    assert record["deleted"] == [{"key": "stray", "old": "42"}]

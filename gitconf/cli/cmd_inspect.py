@@ -150,7 +150,7 @@ def get(
     unit = UnitId(service, environment)
     keys = keys_for(prefix)
     with store_for(etcd) as store:
-        live = read_unit(store, keys, unit)
+        live = read_unit(store, keys, unit, keep_envelopes=True)
     secrets = frozenset((live.record or {}).get("secret_keys", ()))
 
     def visible(k: str, v: Any) -> Any:
@@ -162,9 +162,10 @@ def get(
         lk = live.keys.get(key)
         if lk is None:
             raise CheckFailed(f"{unit} has no key {key!r}")
-        envelope = dict(lk.envelope) if lk.envelope is not None else {"raw": visible(key, lk.value)}
         if lk.envelope is not None:
-            envelope["value"] = visible(key, lk.value)
+            envelope = {**lk.envelope, "value": visible(key, lk.value)}
+        else:
+            envelope = {"raw": visible(key, lk.value)}
         if format is Format.json:
             out_json(envelope)
         else:

@@ -95,6 +95,7 @@ class Daemon:
         self._lock = threading.Lock()
         self._events: set[int] = set()  # revisions of writes seen by the etcd watch
         self._own: set[int] = set()  # revisions of our own writes
+        self.reconciler: Reconciler | None = None
         self._watch_id: Any = None
         self._watch_broken = True
         self._watch_from = 0
@@ -204,7 +205,7 @@ class Daemon:
         log.info("webhook: push to %s (%s)", self.cfg.branch, after[:12])
         self.force = True
         self.wake.set()
-        if self.store is not None:
+        if self.store is not None and not (self.leader and self.leader.leading):
             try:
                 self.store.put(self.keys.trigger, json.dumps(
                     {"after": after, "at": time.time(), "by": self.identity}).encode())
@@ -335,8 +336,10 @@ class Daemon:
         started = time.perf_counter()
         req = Request(ref=head, actor=self.actor, drift_policy=None, cancel=self.stop,
                       fence=fence, worktree=self.cfg.worktree, max_ops=self.cfg.max_ops)
+        if self.reconciler is None or self.reconciler.store is not self.store:
+            self.reconciler = Reconciler(self.source, self.store, self.keys)
         try:
-            result = Reconciler(self.source, self.store, self.keys).run(req)
+            result = self.reconciler.run(req)
         finally:
             self.metrics.reconcile_duration.observe(time.perf_counter() - started)
         with self._lock:
