@@ -15,7 +15,7 @@ import getpass
 import os
 import socket
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -190,6 +190,22 @@ def unit_of_path(path: str) -> tuple[str, str | None] | None:
     return None
 
 
+def units_touched(paths: Iterable[str], envs_of: Callable[[str], Iterable[str]]) -> set[UnitId]:
+    """Units whose files are among `paths`: an environment file names its unit; `_base.yaml`
+    or a schema names every environment `envs_of(service)` gives."""
+    units: set[UnitId] = set()
+    for path in paths:
+        hit = unit_of_path(path)
+        if hit is None:
+            continue
+        svc, env = hit
+        if env is not None:
+            units.add(UnitId(svc, env))
+        else:
+            units.update(UnitId(svc, e) for e in envs_of(svc))
+    return units
+
+
 def affects_everything(path: str) -> bool:
     return path in SETTINGS_FILES or path.startswith(SHARED_SCHEMAS_DIR + "/")
 
@@ -243,19 +259,14 @@ class Reconciler:
             changed = self.source.changed_paths(last.commit, target)
         except Exception:
             return None, now, reported  # last commit unknown (force-push, another repository)
-        units: set[UnitId] = set()
-        for path in changed:
-            if affects_everything(path):
-                return None, now, reported
-            hit = unit_of_path(path)
-            if hit is None:
-                continue
-            svc, env = hit
-            if env is not None:
-                units.add(UnitId(svc, env))
-            else:
-                files = layout.services.get(svc)
-                units.update(UnitId(svc, e) for e in (files.envs if files else ()))
+        if any(affects_everything(p) for p in changed):
+            return None, now, reported
+
+        def envs_of(service: str) -> Iterable[str]:
+            files = layout.services.get(service)
+            return files.envs if files else ()
+
+        units = units_touched(changed, envs_of)
         from_git = set(units)
         drift = set(reported)
         for name in last.unconverged:

@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import CheckFailed, UsageError
 from .model import UnitId
-from .reconcile import Reconciler, Request, Result, default_actor, now_iso, unit_of_path
+from .reconcile import Reconciler, Request, Result, default_actor, now_iso, units_touched
 from .records import dumps, loads
 from .repo_format import read_layout
 
@@ -44,16 +44,8 @@ def resolve_units(rec: Reconciler, commit_ref: str, services: Collection[str] | 
             wanted = f"{'/'.join(services or ['*'])}/{'/'.join(environments or ['*'])}"
             raise CheckFailed(f"no unit {wanted} at {commit_ref} or at {head_ref}")
     else:
-        units = set()
-        for path in rec.source.changed_paths(target, head):
-            hit = unit_of_path(path)
-            if hit is None:
-                continue
-            svc, env = hit
-            if env is not None:
-                units.add(UnitId(svc, env))
-            else:
-                units.update(u for u in known if u.service == svc)
+        units = units_touched(rec.source.changed_paths(target, head),
+                              lambda svc: [u.environment for u in known if u.service == svc])
     return RollbackTarget(target, head, sorted(units), sorted(u for u in units if u not in then))
 
 
