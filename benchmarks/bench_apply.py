@@ -48,6 +48,7 @@ def one_key_cost(repo: Path, endpoint: str, prefix: str, rounds: int = 5) -> tup
     env = {"GITCONF_ETCD_ENDPOINTS": endpoint, "GITCONF_PREFIX": prefix}
     apply = [str(BIN / "gitconf"), "apply", "--repo", str(repo)]
     run(apply, env)  # first apply
+    time.sleep(2)  # let etcd settle after a large write: the steady state is what is measured
     times = []
     for i in range(1, rounds + 1):
         commit_one_key(repo, i)

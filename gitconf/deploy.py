@@ -71,7 +71,8 @@ class DeployOutcome:
 class _UnitWrite:
     plan: UnitPlan
     deploy: int
-    data_compares: list[Any]
+    data_compares: list[Any]  # for one transaction: a range guard + each changed/deleted key
+    guards: list[tuple[bytes, int]]  # (key, mod_revision seen) for each op, for batches
     data_ops: list[Any]
     data_bytes: int
     record: dict[str, Any]
@@ -169,13 +170,23 @@ class Deployer:
                 "deployed_by": ctx.actor, "deploy": deploy, "source": ctx.source}
         suffix = envelope_suffix(c.version, meta)
         compares: list[Any] = []
+        guards: list[tuple[bytes, int]] = []
         ops: list[Any] = []
         size = 0
         cmp_mod, op_put, op_delete = self.store.cmp_mod, self.store.op_put, self.store.op_delete
+        if live.read_revision:
+            # keys to add: none may have appeared, and nothing in the unit changed, since the
+            # plan's read; keys to change or delete are still compared one by one (a range
+            # compare cannot see a key someone deleted)
+            compares.append(self.store.cmp_range_unchanged(keys.unit_prefix(up.unit),
+                                                           live.read_revision))
         for ch in up.changes:
             k = keys.data_key(up.unit, ch.key)
             current = live.keys.get(ch.key)
-            compares.append(cmp_mod(k, current.mod_revision if current else 0))
+            seen = current.mod_revision if current else 0
+            guards.append((k, seen))
+            if seen or not live.read_revision:
+                compares.append(cmp_mod(k, seen))
             if ch.op == "delete":
                 ops.append(op_delete(k))
                 size += len(k) + 16
@@ -206,7 +217,7 @@ class Deployer:
                        "deployed_by": ctx.actor, "keys": n_keys, "secret_keys": secrets}
         if ctx.restored_commit:
             unit_record["restored_commit"] = ctx.restored_commit
-        return _UnitWrite(up, deploy, compares, ops, size, record, unit_record)
+        return _UnitWrite(up, deploy, compares, guards, ops, size, record, unit_record)
 
     def _record_parts(self, w: _UnitWrite, pending_revision: int | None,
                       ) -> tuple[list[Any], list[Any], int]:
@@ -343,7 +354,8 @@ class Deployer:
                     break
                 size += op_size
                 j += 1
-            res = self._txn([guard, *w.data_compares[i:j]], w.data_ops[i:j])
+            cmps = [self.store.cmp_mod(k, seen) for k, seen in w.guards[i:j]]
+            res = self._txn([guard, *cmps], w.data_ops[i:j])
             if not res.succeeded:
                 return False, 0
             if self.progress:

@@ -287,6 +287,14 @@ class EtcdStore:
                                key=key, mod_revision=mod_revision)
 
     @staticmethod
+    def cmp_range_unchanged(prefix: bytes, revision: int) -> Any:
+        """No key under `prefix` was created or modified after `revision` (one compare over a
+        range: etcd checks every key in it)."""
+        return etcdrpc.Compare(result=etcdrpc.Compare.LESS, target=etcdrpc.Compare.MOD,
+                               key=prefix, range_end=prefix_range_end(prefix),
+                               mod_revision=revision + 1)
+
+    @staticmethod
     def op_put(key: bytes, value: bytes, lease: int = 0) -> Any:
         return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=key, value=value,
                                                                 lease=lease))

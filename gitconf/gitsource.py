@@ -171,6 +171,10 @@ class GitTree:
         self.commit = commit
         self._blobs: dict[str, str] | None = None
 
+    def __getstate__(self) -> dict[str, object]:
+        """Sent to a worker process: the listing is not needed there (`commit:path` reads)."""
+        return {**self.__dict__, "_blobs": None}
+
     def blobs(self) -> dict[str, str]:
         if self._blobs is None:
             out = self.source.run(["ls-tree", "-r", "-z", "--full-tree", self.commit])

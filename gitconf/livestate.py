@@ -79,6 +79,8 @@ def _read_by_scan(store: EtcdStore, keys: Keys, units: Collection[UnitId] | None
     if wanted is not None:
         for unit in wanted:
             out.setdefault(unit, LiveUnit(unit, {}))
+    for lu in out.values():
+        lu.read_revision = revision
     return LiveState(out, revision)
 
 
@@ -105,7 +107,7 @@ def _read_by_txn(store: EtcdStore, keys: Keys, units: Iterable[UnitId],
         res = store.txn([], ops)
         revision = max(revision, res.revision)
         for j, unit in enumerate(chunk):
-            lu = out[unit] = LiveUnit(unit, {})
+            lu = out[unit] = LiveUnit(unit, {}, read_revision=res.revision)
             data, record, pending, pin = res.responses[j * 4:(j + 1) * 4]
             for kv in data.response_range.kvs:
                 parsed = keys.parse_data_key(kv.key)

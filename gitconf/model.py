@@ -107,6 +107,7 @@ class LiveUnit:
     pending: dict[str, Any] | None = None  # an interrupted multi-transaction deploy
     pending_revision: int = 0
     pin: dict[str, Any] | None = None
+    read_revision: int = 0  # the etcd revision this view was read at (0: unknown)
 
 
 @dataclass

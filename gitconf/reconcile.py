@@ -36,11 +36,14 @@ from .repo_format import (
     Layout,
     LoadOptions,
     iter_units,
+    iter_units_parallel,
     read_layout,
 )
+from .schema import ServiceSchema
 from .trees import FileTree, Tree
 
 MAX_OWN_INTERVALS = 512
+PARALLEL_SERVICES = 200  # from this many services, parsing runs in worker processes
 
 
 def default_actor(explicit: str | None = None) -> str:
@@ -384,17 +387,20 @@ class Reconciler:
                 leftovers.add(unit)
 
         services = {u.service for u in selected}
-        schema_objs: dict[str, Any] = {}
-        for unit_d, _problems in iter_units(tree, layout, LoadOptions(services=services),
-                                            schemas_out=schema_objs):
+        load = LoadOptions(services=services)
+        schema_objs: dict[str, ServiceSchema] = {}
+        if len(services) >= PARALLEL_SERVICES and not req.dry_run and not req.worktree:
+            stream = iter_units_parallel(tree, layout, load, schemas)
+        else:
+            stream = iter_units(tree, layout, load, schemas_out=schema_objs)
+        for unit_d, _problems in stream:
             if unit_d is None or unit_d.unit not in selected:
                 continue
             loaded.add(unit_d.unit)
             consider(unit_d.unit, unit_d)
         for unit in sorted(selected - loaded):
             consider(unit, None)
-        for name, s in schema_objs.items():
-            schemas[name] = s.compiled
+        schemas.update({name: s.compiled for name, s in schema_objs.items()})
 
         if deployer is not None:
             deployer.finish()

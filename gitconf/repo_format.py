@@ -8,6 +8,8 @@ for the commands that plan against etcd.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -22,6 +24,7 @@ from .model import JSON, DesiredState, DesiredUnit, Position, Problem, UnitId
 from .schema import SchemaSet, ServiceSchema, packaged_schema, validate_values
 from .trees import Tree
 
+log = logging.getLogger("gitconf")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 NAME_RULE = ("lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, "
              "at most 63 characters")
@@ -507,3 +510,57 @@ def load_desired(tree: Tree, options: LoadOptions | None = None,
         files=layout.files,
         settings=layout.settings,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# loading in parallel (large applies)
+
+
+def _load_chunk(tree: Tree, settings: dict[str, Any], services: list[ServiceFiles],
+                shared: list[str], options: LoadOptions,
+                ) -> tuple[list[tuple[DesiredUnit | None, list[Problem]]], dict[str, Any]]:
+    """A worker's share: parse and validate some services; valid units travel back without
+    their positions (only problems need them), which halves what is pickled."""
+    layout = Layout(settings, {s.name: s for s in services}, shared, [])
+    compiled: dict[str, ServiceSchema] = {}
+    out = list(iter_units(tree, layout, options, schemas_out=compiled))
+    for unit, _ in out:
+        if unit is not None and unit.valid:
+            unit.positions = {}
+    return out, {name: s.compiled for name, s in compiled.items()}
+
+
+def iter_units_parallel(tree: Tree, layout: Layout, options: LoadOptions,
+                        compiled_out: dict[str, Any], workers: int = 0, chunk: int = 40,
+                        ) -> Iterator[tuple[DesiredUnit | None, list[Problem]]]:
+    """`iter_units` spread over worker processes, yielded in order as chunks complete, so the
+    caller plans and writes while the workers parse. Workers are spawned, not forked: the
+    caller may hold grpc threads, which must not be forked."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    selected = [s for name, s in sorted(layout.services.items())
+                if options.services is None or name in options.services]
+    chunks = [selected[i:i + chunk] for i in range(0, len(selected), chunk)]
+    # leave a core to the process that plans and writes (and to etcd, when it is local)
+    workers = workers or max(1, min(4, (os.cpu_count() or 2) - 1))
+    done = 0
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_load_chunk, tree, layout.settings, part,
+                                   layout.shared_schemas, options) for part in chunks]
+            for fut in futures:
+                units, compiled = fut.result()
+                compiled_out.update(compiled)
+                done += 1
+                yield from units
+    except (BrokenProcessPool, OSError, EOFError) as exc:
+        # no worker processes here (a sandbox, an unimportable __main__): same work, in process
+        log.warning("parallel loading unavailable (%s); loading in process", exc)
+        for part in chunks[done:]:
+            units, compiled = _load_chunk(tree, layout.settings, part, layout.shared_schemas,
+                                          options)
+            compiled_out.update(compiled)
+            yield from units

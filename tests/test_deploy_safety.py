@@ -60,6 +60,23 @@ def test_concurrent_write_between_plan_and_commit_is_detected(tmp_path: Path, et
     assert outcome.deploy == 2  # one deploy, not two half ones
 
 
+def test_concurrent_create_of_a_key_being_added_is_detected(
+        tmp_path: Path, etcd_server: Any, store: EtcdStore, keys: Keys) -> None:
+    """Keys being added are guarded by one compare over the unit's range: a key someone
+    creates between plan and commit makes the transaction fail and the unit re-planned."""
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n"})
+    rec = Reconciler(GitSource.open(str(repo.path)), store, keys)
+    assert rec.run(Request()).ok
+    repo.commit({"svc/prod.yaml": "a: 1\nnew: 2\n"})
+    racing = RacingStore(etcd_server.endpoint, keys.data_key(UNIT, "new"), b"rival")
+    result = Reconciler(GitSource.open(str(repo.path)), racing, keys).run(Request())
+    assert racing.raced and result.ok and result.conflicts == 1
+    (outcome,) = result.deploys
+    record = json.loads(store.get(keys.history(UNIT, outcome.deploy)).value)
+    assert record["changed"] == [{"key": "new", "old": "rival", "new": 2}]
+    assert record["added"] == []
+
+
 def test_unit_larger_than_one_transaction(tmp_path: Path, env: dict, store: EtcdStore,
                                           keys: Keys) -> None:
     body = "".join(f"k{i:04d}: {i}\n" for i in range(300))
