@@ -14,6 +14,7 @@ between leaves `pending` behind, and the next run finishes it under the same dep
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class _UnitWrite:
     data_bytes: int
     record: dict[str, Any]
     unit_record: dict[str, Any]
+    _parts: dict[int, tuple[list[Any], list[Any], int]] = field(default_factory=dict)
 
     @property
     def unit(self) -> UnitId:
@@ -150,8 +152,11 @@ class Deployer:
         self._batch: list[_UnitWrite] = []
         self._batch_ops = self._batch_cmps = self._batch_bytes = 0
         self._retry: list[UnitPlan] = []  # lost a race: re-planned from fresh state
-        # parsing outruns etcd: without a bound, queued transactions would hold the repository
-        self._slots = threading.BoundedSemaphore(max(2, ctx.workers * 2))
+        # parsing outruns etcd: a bounded window of transactions in flight (grpc futures, no
+        # thread each) keeps etcd busy without holding the repository in queued requests
+        self._window = max(2, ctx.workers * 2)
+        self._inflight: deque[tuple[Any, list[_UnitWrite]]] = deque()
+        self._slots = threading.BoundedSemaphore(max(1, ctx.workers))  # large units
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max(1, ctx.workers))
         self._futures: list[Future[None]] = []
@@ -221,7 +226,16 @@ class Deployer:
 
     def _record_parts(self, w: _UnitWrite, pending_revision: int | None,
                       ) -> tuple[list[Any], list[Any], int]:
-        """Compares and ops that close a unit's deploy: history, unit record, pending, pin."""
+        """Compares and ops that close a unit's deploy: history, unit record, pending, pin
+        (built once per unit and pending revision: sizing and sending both need them)."""
+        cached = w._parts.get(pending_revision or 0)
+        if cached is None:
+            cached = w._parts[pending_revision or 0] = self._build_record_parts(
+                w, pending_revision)
+        return cached
+
+    def _build_record_parts(self, w: _UnitWrite, pending_revision: int | None,
+                            ) -> tuple[list[Any], list[Any], int]:
         keys, unit, live = self.ctx.keys, w.unit, w.plan.live
         hist, urec = dumps(w.record).encode(), dumps(w.unit_record).encode()
         cmps = [self.store.cmp_mod(keys.history(unit, w.deploy), 0),
@@ -271,25 +285,19 @@ class Deployer:
             return
         batch, self._batch = self._batch, []
         self._batch_ops = self._batch_cmps = self._batch_bytes = 0
-        self._slots.acquire()
-        self._futures.append(self._pool.submit(self._write_small, batch))
-        self._futures = [f for f in self._futures if not f.done() or f.exception()]
-
-    def _write_small(self, batch: list[_UnitWrite]) -> None:
-        try:
-            self._write_small_txn(batch)
-        finally:
-            self._slots.release()
-
-    def _write_small_txn(self, batch: list[_UnitWrite]) -> None:
-        compares: list[Any] = []
+        compares: list[Any] = list(self.ctx.fence)
         ops: list[Any] = []
         for w in batch:
             cmps, rops, _ = self._record_parts(w, w.plan.live.pending_revision or None)
             compares += w.data_compares + cmps
             ops += w.data_ops + rops
+        self._inflight.append((self.store.txn_start(compares, ops), batch))
+        while len(self._inflight) > self._window:
+            self._settle(*self._inflight.popleft())
+
+    def _settle(self, started: Any, batch: list[_UnitWrite]) -> None:
         try:
-            res = self._txn(compares, ops)
+            res = self.store.txn_finish(started)
         except TxnTooLarge:
             self._shrink_limits()
             with self._lock:
@@ -301,6 +309,7 @@ class Deployer:
             return
         with self._lock:
             if res.succeeded:
+                self.revisions.append(res.revision)
                 self.max_revision = max(self.max_revision, res.revision)
                 for w in batch:
                     self._done(w, res.revision)
@@ -411,6 +420,8 @@ class Deployer:
         self._pool.shutdown(wait=True)
 
     def _drain(self) -> None:
+        while self._inflight:
+            self._settle(*self._inflight.popleft())
         while self._futures:
             fut = self._futures.pop(0)
             fut.result()

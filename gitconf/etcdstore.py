@@ -318,6 +318,28 @@ class EtcdStore:
         resp = self._call(call)
         return TxnResult(resp.succeeded, resp.header.revision, list(resp.responses))
 
+    def txn_start(self, compares: Sequence[Any], success: Sequence[Any]) -> Any:
+        """Send a transaction without waiting: grpc's own future, no Python thread per call.
+        `txn_finish` collects it (and resends it, once failed over, if the member went away;
+        resending is safe because every write of ours is guarded by compares)."""
+        req = etcdrpc.TxnRequest(compare=list(compares), success=list(success))
+        try:
+            return self._client.kvstub.Txn.future(req, **self._kw()), req
+        except (grpc.RpcError, ValueError, pyetcd.exceptions.Etcd3Exception):
+            return None, req
+
+    def txn_finish(self, started: Any) -> TxnResult:
+        fut, req = started
+        if fut is not None:
+            try:
+                resp = fut.result()
+                return TxnResult(resp.succeeded, resp.header.revision, list(resp.responses))
+            except grpc.RpcError as exc:
+                if exc.code() not in _RETRY_CODES:
+                    raise self._error(exc) from None
+        resp = self._call(lambda c: c.kvstub.Txn(req, **self._kw()))
+        return TxnResult(resp.succeeded, resp.header.revision, list(resp.responses))
+
     def put(self, key: bytes, value: bytes, lease: int = 0) -> int:
         req = etcdrpc.PutRequest(key=key, value=value, lease=lease)
         resp = self._call(lambda c: c.kvstub.Put(req, **self._kw()))
