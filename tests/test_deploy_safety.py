@@ -32,11 +32,18 @@ class RacingStore(EtcdStore):
         self.rival_key, self.rival_value = rival_key, rival_value
         self.raced = False
 
-    def txn(self, compares: Any, success: Any, failure: Any = ()) -> TxnResult:
+    def _race(self, success: Any) -> None:
         if not self.raced and any(op.WhichOneof("request") == "request_put" for op in success):
             self.raced = True
             self.rival.put(self.rival_key, self.rival_value)
+
+    def txn(self, compares: Any, success: Any, failure: Any = ()) -> TxnResult:
+        self._race(success)
         return super().txn(compares, success, failure)
+
+    def txn_start(self, compares: Any, success: Any) -> Any:
+        self._race(success)
+        return super().txn_start(compares, success)
 
 
 def test_concurrent_write_between_plan_and_commit_is_detected(tmp_path: Path, etcd_server: Any,
