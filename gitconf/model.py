@@ -65,6 +65,7 @@ class DesiredUnit:
     files: tuple[str, ...]
     secret_keys: frozenset[str] = frozenset()
     problems: list[Problem] = field(default_factory=list)
+    encoded: dict[str, str] = field(default_factory=dict)  # key -> the value as compact JSON
 
     @property
     def valid(self) -> bool:

@@ -105,6 +105,11 @@ def encode_envelope(value: JSON, suffix: str) -> bytes:
     return ('{"value":' + dumps(value) + suffix).encode("utf-8")
 
 
+def envelope_from_json(value_json: str, suffix: str) -> bytes:
+    """The same envelope from the value's JSON text (the loader encodes values once)."""
+    return ('{"value":' + value_json + suffix).encode("utf-8")
+
+
 def decode_envelope(raw: bytes) -> dict[str, Any] | None:
     """The envelope, or None when the bytes are not one (a foreign write)."""
     try:

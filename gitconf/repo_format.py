@@ -21,6 +21,7 @@ from jsonschema.protocols import Validator
 
 from . import safeyaml
 from .model import JSON, DesiredState, DesiredUnit, Position, Problem, UnitId
+from .records import dumps
 from .schema import SchemaSet, ServiceSchema, packaged_schema, validate_values
 from .trees import Tree
 
@@ -485,6 +486,8 @@ def _service_units(svc: ServiceFiles, envs: dict[str, str], raw: dict[str, bytes
             files=(path, *files_common),
             secret_keys=schema.secret_keys if schema else frozenset(),
             problems=problems,
+            # encoded here, where parsing happens (in worker processes for large applies)
+            encoded={k: dumps(v) for k, v in merged.items()},
         )
         if shared_broken and svc.schema:
             unit.problems.append(Problem(svc.schema, 1, 1, "schema",

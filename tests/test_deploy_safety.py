@@ -33,7 +33,11 @@ class RacingStore(EtcdStore):
         self.raced = False
 
     def _race(self, success: Any) -> None:
-        if not self.raced and any(op.WhichOneof("request") == "request_put" for op in success):
+        def is_put(op: Any) -> bool:  # an encoded RequestOp (tag 0x12) or a message
+            return op[:1] == b"\x12" if isinstance(op, bytes) else \
+                op.WhichOneof("request") == "request_put"
+
+        if not self.raced and any(is_put(op) for op in success):
             self.raced = True
             self.rival.put(self.rival_key, self.rival_value)
 
