@@ -64,6 +64,11 @@ class DaemonProc:
         status, body = self.get("/readyz")
         return status, json.loads(body)
 
+    def ready_is(self, status: int, **fields: Any) -> bool:
+        """`/readyz` answers `status` with these fields in its body, in one request."""
+        code, body = self.ready()
+        return code == status and all(body.get(k) == v for k, v in fields.items())
+
     def metric(self, name: str) -> float:
         _, text = self.get("/metrics")
         for line in text.splitlines():

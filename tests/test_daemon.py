@@ -217,8 +217,7 @@ def test_etcd_restart_and_lost_remote_are_survived(remote: tuple[GitRepo, Path],
     try:
         wait_until(lambda: d.ready()[0] == 200, timeout=15)
         own_etcd.stop()
-        wait_until(lambda: d.ready()[0] == 503, timeout=15)
-        assert d.ready()[1]["etcd"] is False
+        wait_until(lambda: d.ready_is(503, etcd=False), timeout=15)
         wait_until(lambda: d.metric('gitconf_errors_total{kind="etcd"}') >= 1, timeout=15)
         own_etcd.start()
         wait_until(lambda: d.ready()[0] == 200, timeout=30)
@@ -229,8 +228,7 @@ def test_etcd_restart_and_lost_remote_are_survived(remote: tuple[GitRepo, Path],
             # the remote goes away: reported, survived
             moved = bare.with_name("gone.git")
             bare.rename(moved)
-            wait_until(lambda: d.ready()[0] == 503, timeout=15)
-            assert d.ready()[1]["git"] is False
+            wait_until(lambda: d.ready_is(503, git=False), timeout=15)
             assert d.metric('gitconf_errors_total{kind="git"}') >= 1
             moved.rename(bare)
             push(work, {"svc/prod.yaml": "a: 21\n"})
