@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 from urllib.parse import urljoin
@@ -159,6 +159,7 @@ class SchemaSet:
         self.registry: Registry[Any] = Registry()
         self.shared: dict[str, Any] = {}  # uri -> document
         self._rs_registry: Any = None
+        self._compiled: dict[tuple[str, tuple[str, ...]], ServiceSchema] = {}
 
     def add_shared(self, path: str, doc: Any) -> None:
         uri = repo_uri(path)
@@ -175,8 +176,25 @@ class SchemaSet:
     def compile(self, service: str, path: str, doc: Any,
                 positions: Mapping[tuple[Any, ...], Position],
                 compact_meta: Validator) -> tuple[ServiceSchema | None, list[Problem]]:
+        """Compile a service's schema. Services generated from one template share their
+        schema's text; two identical texts whose `$ref`s resolve to the same resources mean
+        the same thing, so the validators (and secrets, defaults) are built once for them."""
         if not isinstance(doc, Mapping):
             return None, [Problem(path, 1, 1, "schema", "a schema must be a mapping")]
+        base = repo_uri(path)
+        key = (_digest(doc), tuple(sorted(urljoin(base, ref) for _, ref in _iter_refs(doc))))
+        shared = self._compiled.get(key)
+        if shared is not None:
+            return replace(shared, service=service, file=path,
+                           compiled={**shared.compiled, "$id": base}), []
+        result, problems = self._compile(service, path, doc, positions, compact_meta)
+        if result is not None:
+            self._compiled[key] = result
+        return result, problems
+
+    def _compile(self, service: str, path: str, doc: Mapping[str, Any],
+                 positions: Mapping[tuple[Any, ...], Position],
+                 compact_meta: Validator) -> tuple[ServiceSchema | None, list[Problem]]:
         if is_compact(doc):
             problems = [_problem_at(path, positions, tuple(e.absolute_path), "schema",
                                     _meta_message(e))
@@ -270,12 +288,16 @@ class SchemaSet:
 _META_VERDICTS: dict[str, tuple[tuple[Any, ...], str] | None] = {}
 
 
+def _digest(doc: Any) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _check_schema(doc: Any, path: str,
                   positions: Mapping[tuple[Any, ...], Position]) -> list[Problem]:
     """Meta-validation costs ~10 ms a schema (Draft 2020-12's `$dynamicRef`s), while building a
     validator costs microseconds; services generated from one template share their schema's
     content, so the verdict is remembered by content."""
-    digest = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+    digest = _digest(doc)
     if digest not in _META_VERDICTS:
         cls = validator_for(doc, default=Draft202012Validator) if isinstance(doc, Mapping) \
             else Draft202012Validator
