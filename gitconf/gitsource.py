@@ -57,6 +57,8 @@ class GitSource:
         self.git_dir = git_dir
         self.work_tree = work_tree
         self.url = url
+        self._diffs: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self._commits: set[str] = set()  # full shas known to name commits here
 
     # -- opening --------------------------------------------------------------------------
 
@@ -104,13 +106,17 @@ class GitSource:
         return _git(args, git_dir=self.git_dir, what=what, input=input)
 
     def resolve(self, ref: str) -> str:
+        if ref in self._commits:  # a full sha already resolved here: commits are immutable
+            return ref
         if ref.startswith("-"):
             raise UnknownRef(f"{ref!r} is not a commit")
         try:
-            return self.run(["rev-parse", "--verify", "--quiet", "--end-of-options",
-                             f"{ref}^{{commit}}"]).strip()
+            sha = self.run(["rev-parse", "--verify", "--quiet", "--end-of-options",
+                            f"{ref}^{{commit}}"]).strip()
         except GitError:
             raise UnknownRef(f"{ref!r} is not a commit in {self.describe()}") from None
+        self._commits.add(sha)
+        return sha
 
     def describe(self) -> str:
         if self.url:
@@ -122,14 +128,20 @@ class GitSource:
 
     def changed_paths(self, a: str, b: str) -> list[str]:
         """Paths that differ between two commits (both sides of a rename)."""
-        out = self.run(["diff", "--name-only", "-z", "--no-renames", a, b, "--"])
-        return [p for p in out.split("\0") if p]
+        return [p for _, p in self.changed_status(a, b)]
 
     def changed_status(self, a: str, b: str) -> list[tuple[str, str]]:
-        """(status, path) of each path that differs: A added, M modified, D deleted, T type."""
-        out = self.run(["diff", "--name-status", "-z", "--no-renames", a, b, "--"])
-        parts = [p for p in out.split("\0") if p]
-        return list(zip(parts[0::2], parts[1::2], strict=True))
+        """(status, path) of each path that differs: A added, M modified, D deleted, T type.
+        The last few answers are kept: a pass asks about the same two commits twice (which
+        units changed, and whether the layout did)."""
+        key = (a, b)
+        if key not in self._diffs:
+            out = self.run(["diff", "--name-status", "-z", "--no-renames", a, b, "--"])
+            parts = [p for p in out.split("\0") if p]
+            if len(self._diffs) >= 8:
+                self._diffs.pop(next(iter(self._diffs)))
+            self._diffs[key] = list(zip(parts[0::2], parts[1::2], strict=True))
+        return self._diffs[key]
 
     def is_ancestor(self, a: str, b: str) -> bool:
         res = subprocess.run(["git", f"--git-dir={self.git_dir}", "merge-base", "--is-ancestor",
@@ -173,7 +185,9 @@ class GitTree:
 
     def __getstate__(self) -> dict[str, object]:
         """Sent to a worker process: the listing is not needed there (`commit:path` reads)."""
-        return {**self.__dict__, "_blobs": None}
+        state = dict(self.__dict__)
+        state["_blobs"] = None
+        return state
 
     def blobs(self) -> dict[str, str]:
         if self._blobs is None:

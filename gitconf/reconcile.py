@@ -448,10 +448,16 @@ class Reconciler:
         defaults; written only when it changed."""
         if not schemas:
             return []
+        names = sorted(schemas)
         current: dict[bytes, bytes] = {}
-        prefix = self.keys.kind_prefix("schemas")
-        for kv in self.store.scan(prefix)[0]:
-            current[kv.key] = kv.value
+        if len(names) > 64:  # many: one snapshot of the prefix is cheaper
+            for kv in self.store.scan(self.keys.kind_prefix("schemas"))[0]:
+                current[kv.key] = kv.value
+        else:  # a few (a small commit): read just those, in one transaction
+            res = self.store.txn([], [self.store.op_get(self.keys.schema(n)) for n in names])
+            for resp in res.responses:
+                for kv in resp.response_range.kvs:
+                    current[kv.key] = kv.value
         revisions: list[int] = []
         ops = []
         for name, compiled in sorted(schemas.items()):
