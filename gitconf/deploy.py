@@ -147,7 +147,6 @@ class Deployer:
         self.progress = progress
         self.outcomes: list[DeployOutcome] = []
         self.failed: list[tuple[UnitId, str]] = []
-        self.max_revision = 0
         self.revisions: list[int] = []  # of every transaction of ours that succeeded
         self._batch: list[_UnitWrite] = []
         self._batch_ops = self._batch_cmps = self._batch_bytes = 0
@@ -315,7 +314,6 @@ class Deployer:
         with self._lock:
             if res.succeeded:
                 self.revisions.append(res.revision)
-                self.max_revision = max(self.max_revision, res.revision)
                 for w in batch:
                     self._done(w, res.revision)
             else:
@@ -339,7 +337,6 @@ class Deployer:
             return
         with self._lock:
             if ok:
-                self.max_revision = max(self.max_revision, revision)
                 self._done(w, revision, large=True)
             else:
                 self._retry.append(w.plan)
