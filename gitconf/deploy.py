@@ -48,6 +48,7 @@ class DeployContext:
     lift_pins: set[UnitId] = field(default_factory=set)
     workers: int = 4
     fence: list[Any] = field(default_factory=list)  # compares every transaction must pass
+    fence_key: tuple[bytes, int] | None = None  # (key, mod_revision) the fence compares
     drift_units: set[UnitId] = field(default_factory=set)  # deploys that revert drift
 
 
@@ -403,6 +404,11 @@ class Deployer:
         self._flush()
         self._drain()
         while self._retry:
+            if self._fence_lost():
+                self.failed.extend((lost.unit, "this replica is no longer the leader: nothing "
+                                               "more was written") for lost in self._retry)
+                self._retry = []
+                break
             todo, self._retry = self._retry, []
             for lost in todo:
                 unit = lost.unit
@@ -419,6 +425,13 @@ class Deployer:
                 self._flush()
                 self._drain()
         self._pool.shutdown(wait=True)
+
+    def _fence_lost(self) -> bool:
+        if self.ctx.fence_key is None:
+            return False
+        key, revision = self.ctx.fence_key
+        kv = self.store.get(key)
+        return kv is None or kv.mod_revision != revision
 
     def _drain(self) -> None:
         while self._inflight:

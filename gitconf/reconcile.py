@@ -343,7 +343,8 @@ class Reconciler:
                             max_ops=req.max_ops, max_bytes=req.max_bytes,
                             restored_commit=target if req.source == "rollback" else None,
                             set_pins=req.set_pins, lift_pins=lifted,
-                            fence=[self.store.cmp_mod(*req.fence)] if req.fence else [])
+                            fence=[self.store.cmp_mod(*req.fence)] if req.fence else [],
+                            fence_key=req.fence)
         loaded: set[UnitId] = set()  # units are not kept: memory follows what changed
 
         def replan(lost: UnitPlan) -> UnitPlan | None:

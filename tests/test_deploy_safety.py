@@ -151,3 +151,18 @@ def test_deploy_killed_between_transactions_is_finished_by_next_apply(
     before = store.revision()
     assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
     assert store.revision() == before
+
+
+def test_a_deposed_leader_writes_nothing_and_says_so(tmp_path: Path, store: EtcdStore,
+                                                     keys: Keys) -> None:
+    """The fence: every write compares the leader key's revision; once another replica holds
+    it, the old leader's transactions fail and the unit is reported, not retried blindly."""
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n"})
+    rec = Reconciler(GitSource.open(str(repo.path)), store, keys)
+    stale = store.put(keys.leader, b"replica-a")  # A became leader at this revision...
+    store.put(keys.leader, b"replica-b")  # ...and has since been replaced by B
+    result = rec.run(Request(fence=(keys.leader, stale)))
+    assert not result.ok and not result.deploys
+    assert result.failed == [(UNIT, "this replica is no longer the leader: nothing more was "
+                                    "written")]
+    assert store.count(keys.unit_prefix(UNIT))[0] == 0
