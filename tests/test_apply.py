@@ -265,3 +265,19 @@ def test_foreign_raw_values_are_replaced_and_pruned(tmp_path: Path, env: dict, s
     assert set(data(store, keys)) == {"a/prod/x"}
     record = cli("history", "a", "prod", "-f", "json", env=env).json()["deploys"][0]
     assert record["deleted"] == [{"key": "stray", "old": "42"}]
+
+
+def test_remote_gone_is_a_clear_connection_error(tmp_path: Path, env: dict, store: EtcdStore,
+                                                 keys: Keys) -> None:
+    repo = make_repo(tmp_path / "src", {"a/prod.yaml": "x: 1\n"})
+    url = f"file://{repo.path}"
+    assert cli("apply", "--repo", url, env=env).exit_code == 0
+    before = store.revision()
+    repo.path.rename(tmp_path / "moved")
+    res = cli("apply", "--repo", url, env=env)
+    assert res.exit_code == 2
+    assert "fetching file://" in res.stderr and "failed" in res.stderr
+    assert store.revision() == before  # nothing written from a stale cache
+    creds = cli("diff", "--repo", "https://user:hunter2@127.0.0.1:1/config.git", env=env)
+    assert creds.exit_code == 2 and "hunter2" not in creds.stderr
+    assert "https://***@127.0.0.1:1/config.git" in creds.stderr
