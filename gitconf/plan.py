@@ -101,6 +101,8 @@ def plan(units: Iterable[UnitId], desired: Mapping[UnitId, DesiredUnit | None],
             result.skipped.append((unit, f"pinned to {str(pin.get('commit', '?'))[:12]} by "
                                          f"{pin.get('by', '?')}: {reason}"))
             continue
+        if d is None and lv.record is None and lv.pending is None:
+            continue  # not gitconf's: keys no deploy of ours wrote are left alone, never pruned
         pending = lv.pending or {}
         if pending.get("source") == "rollback" and options.source != "rollback":
             commit = str(pending.get("commit", "?"))[:12]
@@ -109,8 +111,6 @@ def plan(units: Iterable[UnitId], desired: Mapping[UnitId, DesiredUnit | None],
                                          f"--env {unit.environment}` to finish it"))
             continue
         changes = plan_unit(unit, d, lv, options.prune)
-        if d is None and not lv.keys and lv.pending is None:
-            continue
         if changes or lv.pending is not None:
             result.units.append(UnitPlan(unit, changes, d, lv))
     return result

@@ -43,6 +43,8 @@ def unit_status(rec: Reconciler, ref: str = "HEAD") -> tuple[str, list[UnitStatu
     for unit in sorted(set(desired.units) | set(live)):
         d = desired.units.get(unit)
         lv = live.get(unit) or LiveUnit(unit, {})
+        if d is None and lv.record is None and lv.pending is None:
+            continue  # keys under the prefix that gitconf never deployed: not a unit of ours
         record = lv.record or {}
         deployed = record.get("commit")
         changes = plan_unit(unit, d, lv) if (d is None or d.valid) else []

@@ -281,3 +281,28 @@ def test_remote_gone_is_a_clear_connection_error(tmp_path: Path, env: dict, stor
     creds = cli("diff", "--repo", "https://user:hunter2@127.0.0.1:1/config.git", env=env)
     assert creds.exit_code == 2 and "hunter2" not in creds.stderr
     assert "https://***@127.0.0.1:1/config.git" in creds.stderr
+
+
+def test_keys_gitconf_never_deployed_are_left_alone(tmp_path: Path, env: dict, store: EtcdStore,
+                                                    keys: Keys) -> None:
+    """Another tool's keys under the prefix are not pruned; a managed unit's extra keys are."""
+    legacy = UnitId("legacy", "prod")
+    store.put(keys.data_key(legacy, "x"), b"hand-written")
+    repo = make_repo(tmp_path / "r", {"a/prod.yaml": "x: 1\n"})
+    for args in (["apply"], ["apply", "--full"]):
+        assert cli(*args, "--repo", str(repo.path), env=env).exit_code == 0
+        assert "legacy/prod/x" in data_raw(store, keys)
+    status = cli("status", "--repo", str(repo.path), "-f", "json", env=env).json()
+    assert [u["service"] for u in status["units"]] == ["a"]
+    store.put(keys.data_key(legacy, "y"), b"more")  # a foreign write: seen, still not ours
+    store.put(keys.data_key(UnitId("a", "prod"), "stray"), b"1")  # inside our unit: pruned
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    live = data_raw(store, keys)
+    assert {"legacy/prod/x", "legacy/prod/y", "a/prod/x"} <= set(live)
+    assert "a/prod/stray" not in live
+
+
+def data_raw(store: EtcdStore, keys: Keys) -> dict[str, bytes]:
+    kvs, _ = store.scan(keys.root_b)
+    return {kv.key[len(keys.root_b):].decode(): kv.value for kv in kvs
+            if not kv.key.startswith(keys.system_b)}
