@@ -166,6 +166,14 @@ class GitSource:
             version=tags[0] if tags else full[:12],
         )
 
+    def uncommitted(self) -> list[str]:
+        """Config files of a working tree with changes not in HEAD (none for a bare repo)."""
+        if self.work_tree is None:
+            return []
+        out = _git(["status", "--porcelain", "-z", "--", "*.yaml", "*.yml", "*.json"],
+                   cwd=self.work_tree)
+        return sorted(entry[3:] for entry in out.split("\0") if len(entry) > 3)
+
     def branch_head(self, branch: str) -> str | None:
         for ref in (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"):
             try:

@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from gitconf.etcdstore import EtcdStore
 from gitconf.model import UnitId
 from gitconf.records import Keys
@@ -306,3 +308,21 @@ def data_raw(store: EtcdStore, keys: Keys) -> dict[str, bytes]:
     kvs, _ = store.scan(keys.root_b)
     return {kv.key[len(keys.root_b):].decode(): kv.value for kv in kvs
             if not kv.key.startswith(keys.system_b)}
+
+
+def test_uncommitted_edits_are_pointed_out(tmp_path: Path, env: dict,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from gitconf.cli.context import warn_uncommitted
+    from gitconf.gitsource import GitSource
+
+    repo = make_repo(tmp_path / "r", {"a/prod.yaml": "x: 1\n"})
+    (repo.path / "a" / "prod.yaml").write_text("x: 2\n")
+    (repo.path / "a" / "dev.yaml").write_text("x: 3\n")
+    warn_uncommitted(GitSource.open(str(repo.path)), "HEAD", force=True)
+    note = capsys.readouterr().err
+    assert "uncommitted changes to a/dev.yaml, a/prod.yaml are not included" in note
+    warn_uncommitted(GitSource.open(str(repo.path)), "v1", force=True)  # an explicit ref
+    assert capsys.readouterr().err == ""
+    res = cli("diff", "--repo", str(repo.path), "-f", "json", env=env)  # not a terminal
+    assert res.exit_code == 0 and "uncommitted" not in res.stderr
+    assert res.json()["units"][0]["changes"][0]["new"] == 1  # HEAD is what is read

@@ -48,7 +48,7 @@ def diff(
     from ..reconcile import Request
     from .render import plan_json, render_plan
 
-    with reconciler_for(repo, etcd, prefix) as rec:
+    with reconciler_for(repo, etcd, prefix, ref) as rec:
         result = rec.run(Request(ref=ref, services=service, environments=env, full=full,
                                  prune=not no_prune, dry_run=True))
     if format is Format.json:
@@ -109,7 +109,7 @@ def apply(
     req = Request(ref=ref, services=service, environments=env, prune=not no_prune, full=full,
                   dry_run=dry_run, actor=actor, max_ops=max_txn_ops,
                   max_bytes=max_request_bytes, progress=advance)
-    with reconciler_for(repo, etcd, prefix) as rec:
+    with reconciler_for(repo, etcd, prefix, ref) as rec:
         if progress is not None:
             with progress:
                 task = progress.add_task("apply", total=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -41,10 +42,27 @@ def keys_for(prefix: str) -> Keys:
     return Keys(prefix)
 
 
+def warn_uncommitted(source: GitSource, ref: str, force: bool = False) -> None:
+    """Commands read commits, not files: say so when the files differ from what is read. Only
+    for a person at a terminal: `git status` costs time in proportion to the tree."""
+    if ref != "HEAD" or not (force or sys.stderr.isatty()):
+        return
+    dirty = source.uncommitted()
+    if dirty:
+        from .app import err
+
+        shown = ", ".join(dirty[:3]) + (f" and {len(dirty) - 3} more" if len(dirty) > 3 else "")
+        err(f"note: reading HEAD; uncommitted changes to {shown} are not included "
+            "(commit them, or use `gitconf daemon --worktree` for local development)")
+
+
 @contextmanager
-def reconciler_for(repo: str, etcd: str | None, prefix: str) -> Iterator[Reconciler]:
+def reconciler_for(repo: str, etcd: str | None, prefix: str,
+                   ref: str | None = None) -> Iterator[Reconciler]:
     from ..reconcile import Reconciler
 
     source = open_source(repo)
+    if ref is not None:
+        warn_uncommitted(source, ref)
     with store_for(etcd) as store:
         yield Reconciler(source, store, keys_for(prefix))
