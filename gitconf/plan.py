@@ -39,6 +39,8 @@ def plan_unit(unit: UnitId, desired: DesiredUnit | None, live: LiveUnit,
               prune: bool = True) -> list[Change]:
     """Adds, changes and deletes that make the live unit equal to the desired one."""
     secrets = desired.secret_keys if desired else frozenset()
+    # a key leaving Git has no schema left to say it is secret: the unit record remembers
+    was_secret = frozenset((live.record or {}).get("secret_keys", ()))
     live_keys = live.keys
     changes: list[Change] = []
     wanted = desired.values if desired else {}
@@ -52,7 +54,7 @@ def plan_unit(unit: UnitId, desired: DesiredUnit | None, live: LiveUnit,
     if prune:
         for key, current in live_keys.items():
             if key not in wanted:
-                secret = is_secret(secrets, key) or _was_secret(live, key)
+                secret = is_secret(secrets, key) or is_secret(was_secret, key)
                 changes.append(Change(key, "delete", _shown(current), None, secret))
     changes.sort(key=lambda c: c.key)
     return changes
@@ -63,12 +65,6 @@ def _shown(current: LiveKey) -> JSON:
     if current.value is NOT_ENVELOPE:
         return current.raw.decode("utf-8", "replace")
     return current.value
-
-
-def _was_secret(live: LiveUnit, key: str) -> bool:
-    """A key that leaves Git no longer has a schema to say it is secret: trust the record."""
-    rec = live.record or {}
-    return key in set(rec.get("secret_keys", ()))
 
 
 @dataclass

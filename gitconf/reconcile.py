@@ -388,7 +388,7 @@ class Reconciler:
                 leftovers.add(unit)
 
         services = {u.service for u in selected}
-        load = LoadOptions(services=services)
+        load = LoadOptions(services=services, encode=not req.dry_run)
         schema_objs: dict[str, ServiceSchema] = {}
         if len(services) >= PARALLEL_SERVICES and not req.dry_run and not req.worktree:
             stream = iter_units_parallel(tree, layout, load, schemas)

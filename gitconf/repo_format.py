@@ -401,6 +401,7 @@ def merge_base(base: Values, env: Values) -> tuple[dict[str, JSON], dict[str, Po
 class LoadOptions:
     services: Collection[str] | None = None  # None: every service
     environments: Collection[str] | None = None
+    encode: bool = False  # also encode each value as JSON (for deploys; validate needs none)
 
 
 def iter_units(tree: Tree, layout: Layout, options: LoadOptions | None = None,
@@ -443,13 +444,13 @@ def iter_units(tree: Tree, layout: Layout, options: LoadOptions | None = None,
             path, data = next(contents)
             svc_raw[path] = data
         yield from _service_units(svc, envs, svc_raw, schemas, compact_meta, schemas_out,
-                                  bool(shared_problems))
+                                  bool(shared_problems), options.encode)
 
 
 def _service_units(svc: ServiceFiles, envs: dict[str, str], raw: dict[str, bytes],
                    schemas: SchemaSet, compact_meta: Validator,
                    schemas_out: dict[str, ServiceSchema] | None, shared_broken: bool,
-                   ) -> Iterator[tuple[DesiredUnit | None, list[Problem]]]:
+                   encode: bool = False) -> Iterator[tuple[DesiredUnit | None, list[Problem]]]:
     service_problems: list[Problem] = []
     schema: ServiceSchema | None = None
     if svc.schema:
@@ -487,7 +488,7 @@ def _service_units(svc: ServiceFiles, envs: dict[str, str], raw: dict[str, bytes
             secret_keys=schema.secret_keys if schema else frozenset(),
             problems=problems,
             # encoded here, where parsing happens (in worker processes for large applies)
-            encoded={k: dumps(v) for k, v in merged.items()},
+            encoded={k: dumps(v) for k, v in merged.items()} if encode else {},
         )
         if shared_broken and svc.schema:
             unit.problems.append(Problem(svc.schema, 1, 1, "schema",

@@ -147,3 +147,15 @@ def test_pure_core_imports_no_io_library() -> None:
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_secret_leaving_git_stays_masked() -> None:
+    """The schema that marked it is gone with it; the unit record remembers (also by prefix)."""
+    from gitconf.model import DesiredUnit, masked
+
+    u = UnitId("s", "e")
+    lv = live(**{"db.password": "hunter2", "creds.token": "t0k", "plain": 1})
+    lv.record = {"secret_keys": ["db.password", "creds"]}
+    changes = plan_unit(u, DesiredUnit(u, {}, {}, ("f",)), lv)
+    shown = {c.key: masked(c).old for c in changes}
+    assert shown == {"creds.token": "***", "db.password": "***", "plain": 1}
