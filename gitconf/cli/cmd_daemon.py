@@ -47,8 +47,11 @@ def daemon(
     max_txn_ops: Annotated[int, typer.Option("--max-txn-ops", min=4,
                                              help="etcd's --max-txn-ops.")] = 128,
 ) -> None:
-    """Keep etcd equal to a Git branch: poll, webhook (GITCONF_WEBHOOK_SECRET), file events,
-    drift seen through an etcd watch; one leader among replicas. SIGTERM stops cleanly."""
+    """Keep etcd equal to a Git branch, as a long-running process.
+
+    Triggers: the poll, a GitHub push webhook (GITCONF_WEBHOOK_SECRET), file events of a local
+    repository, and writes to etcd by anyone else (drift). One leader among replicas; /healthz,
+    /readyz, /metrics; SIGTERM stops cleanly."""
     from ..daemon.core import DaemonConfig, run_daemon
 
     if log_format not in ("text", "json"):

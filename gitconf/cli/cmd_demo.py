@@ -48,8 +48,10 @@ def demo(
         "--watch", help="After the tour, run the daemon on the repo's working tree: edit a "
                         "YAML file and see it applied (Ctrl-C to stop).")] = False,
 ) -> None:
-    """Start a throwaway etcd and walk through validate, diff, apply, a second commit,
-    status and history. Nothing outside a temporary directory is touched."""
+    """The whole tour on a throwaway etcd and a copy of the example repository.
+
+    Walks through validate, diff, apply, a second commit, status and history; nothing outside
+    a temporary directory is touched."""
     from ..embedded_etcd import EmbeddedEtcd
 
     source = example or find_example()

@@ -88,8 +88,10 @@ def apply(
     show_secrets: ShowSecretsOpt = False,
     format: FormatOpt = Format.text,
 ) -> None:
-    """Apply a commit: one versioned deploy per changed unit, guarded against concurrent
-    writers. Invalid units are not applied (exit 1); pinned units are skipped."""
+    """Apply a commit to etcd: one versioned deploy per changed unit.
+
+    Writes are guarded against concurrent writers; invalid units are not applied (exit 1),
+    pinned units are skipped, keys Git no longer has are pruned (unless --no-prune)."""
     from ..reconcile import Request
     from .render import plan_json, render_apply, render_plan
 

@@ -35,8 +35,9 @@ def status(
     prefix: PrefixOpt = default_prefix(),
     format: FormatOpt = Format.text,
 ) -> None:
-    """Each unit's state: in-sync, out-of-sync, drifted, pinned or failed; pins with who,
-    when and why."""
+    """Each unit's state: in-sync, out-of-sync, drifted, pinned or failed.
+
+    Pins are shown with who set them, when and why."""
     from rich.markup import escape
     from rich.table import Table
 

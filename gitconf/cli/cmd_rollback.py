@@ -59,9 +59,11 @@ def rollback(
     show_secrets: ShowSecretsOpt = False,
     format: FormatOpt = Format.text,
 ) -> None:
-    """Restore units to exactly what COMMIT had (values, and deletion of keys it did not have),
-    as a deploy with source `rollback`; then pin them so apply and the daemon leave them alone.
-    Without --service/--env: every unit changed since COMMIT."""
+    """Restore units exactly to what COMMIT had, and pin them.
+
+    Values become COMMIT's and keys it did not have are deleted, as a deploy with source
+    `rollback`; the units are then pinned so apply and the daemon leave them alone. Without
+    --service/--env: every unit changed since COMMIT."""
     from ..model import UnitId
     from ..rollback import previous_commit, resolve_units
     from ..rollback import rollback as do_rollback
@@ -137,8 +139,10 @@ def pin(
     actor: ActorOpt = None,
     format: FormatOpt = Format.text,
 ) -> None:
-    """Freeze a unit: apply and the daemon skip it until `gitconf unpin`, or until a commit on
-    top of today's branch head changes its files. Values are not changed."""
+    """Freeze a unit without changing it.
+
+    Apply and the daemon skip it until `gitconf unpin`, or until a commit on top of today's
+    branch head changes its files."""
     from ..livestate import read_unit
     from ..model import UnitId
     from ..reconcile import default_actor
