@@ -1,8 +1,10 @@
 """Executing a plan: each unit's changes as guarded etcd transactions, with its deploy record.
 
-Guarding (SPEC §4): every transaction compares the `mod_revision` of each key it touches, and of
-the unit's record, with what the plan read; a concurrent writer makes it fail, and the unit is
-re-planned from fresh state instead of being overwritten.
+Guarding (SPEC §4): every transaction compares the `mod_revision` of each key it changes or
+deletes, and of the unit's record, with what the plan read; keys it adds are covered by one
+compare over the unit's range (nothing in it created or modified since the plan's read). A
+concurrent writer makes it fail, and the unit is re-planned from fresh state instead of being
+overwritten.
 
 Size: a unit that fits one transaction (ops, compares and bytes within the server's limits) is
 written in one, and small units are packed several to a transaction. A larger unit first writes
@@ -257,28 +259,28 @@ class Deployer:
             ops.append(wire_delete(keys.pin(unit)))
         return cmps, ops, len(hist) + len(urec) + 256
 
-    def _fits_one(self, w: _UnitWrite) -> bool:
+    def _cost(self, w: _UnitWrite) -> tuple[int, int, int]:
+        """Operations, compares and bytes the unit adds to a transaction, records included."""
         cmps, ops, size = self._record_parts(w, w.plan.live.pending_revision or None)
-        return (len(w.data_ops) + len(ops) <= self.ctx.max_ops
-                and len(w.data_compares) + len(cmps) + len(self.ctx.fence) <= self.ctx.max_ops
-                and w.data_bytes + size <= self.ctx.max_bytes - _REQUEST_OVERHEAD)
+        return len(w.data_ops) + len(ops), len(w.data_compares) + len(cmps), w.data_bytes + size
+
+    def _within(self, n_ops: int, n_cmps: int, nbytes: int) -> bool:
+        return (n_ops <= self.ctx.max_ops
+                and n_cmps + len(self.ctx.fence) <= self.ctx.max_ops
+                and nbytes <= self.ctx.max_bytes - _REQUEST_OVERHEAD)
 
     # -- submitting -----------------------------------------------------------------------
 
     def submit(self, up: UnitPlan) -> None:
         w = self._build(up)
-        if not self._fits_one(w):
+        n_ops, n_cmps, nbytes = self._cost(w)
+        if not self._within(n_ops, n_cmps, nbytes):  # too large for one transaction
             self._flush()
             self._slots.acquire()
             self._futures.append(self._pool.submit(self._write_large, w))
             return
-        cmps, ops, size = self._record_parts(w, w.plan.live.pending_revision or None)
-        n_ops = len(w.data_ops) + len(ops)
-        n_cmps = len(w.data_compares) + len(cmps)
-        nbytes = w.data_bytes + size
-        if (self._batch_ops + n_ops > self.ctx.max_ops
-                or self._batch_cmps + n_cmps + len(self.ctx.fence) > self.ctx.max_ops
-                or self._batch_bytes + nbytes > self.ctx.max_bytes - _REQUEST_OVERHEAD):
+        if not self._within(self._batch_ops + n_ops, self._batch_cmps + n_cmps,
+                            self._batch_bytes + nbytes):
             self._flush()
         self._batch.append(w)
         self._batch_ops += n_ops
