@@ -1,6 +1,9 @@
 """The reconcile loop: one `Reconciler.run()` per cycle, woken by the poll interval, a GitHub
-push (through a key every replica watches), file events of a local repository, or a write to
-etcd by someone else. Only the leader applies.
+push, file events of a local repository, or a write to etcd by someone else. Only the leader
+applies.
+
+A standby that receives the webhook relays it through a key every replica watches; the leader
+acts on it directly.
 
 A cycle where the branch did not move and nobody else wrote to etcd does no Git or etcd work
 beyond one `rev-parse` (and a fetch on the poll for a URL); a cycle after a small commit reads
@@ -344,6 +347,11 @@ class Daemon:
             self.metrics.reconcile_duration.observe(time.perf_counter() - started)
         with self._lock:
             self._own.update(result.own_revisions)
+            # events of our own writes that arrived before we knew their revisions are dropped
+            # now; after that, revisions the watch has already delivered can match no event,
+            # and a daemon that runs for months must not keep every revision it ever wrote
+            self._events -= self._own
+            self._own = {r for r in self._own if r >= self._watch_from}
         self._report(result, head, time.perf_counter() - started)
 
     def _report(self, result: Result, head: str, elapsed: float) -> None:
