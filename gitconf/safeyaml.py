@@ -98,8 +98,10 @@ def load(text: str, file: str, item_positions: bool = False) -> LoadedYaml:
         line, col = 1, 1
         if mark is not None:
             line, col = mark.line + 1, mark.column + 1
-        msg = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        return LoadedYaml(None, {}, [Problem(file, line, col, "yaml-syntax", msg or str(exc))])
+        msg = " ".join(str(p) for p in (exc.context, exc.problem) if p) or str(exc)
+        # libyaml >= 0.2.5 (PyYAML 6.0.4 wheels) stops runaway nesting itself, as a syntax error
+        code = "nesting-too-deep" if "maximum nesting depth" in msg else "yaml-syntax"
+        return LoadedYaml(None, {}, [Problem(file, line, col, code, msg)])
     except yaml.YAMLError as exc:  # pragma: no cover - libyaml reports marks for all we know
         return LoadedYaml(None, {}, [Problem(file, 1, 1, "yaml-syntax", str(exc))])
     except RecursionError:
