@@ -25,9 +25,19 @@ from typing import Any
 from .errors import EtcdError
 from .etcdstore import EtcdStore, TxnResult, TxnTooLarge, wire_delete, wire_put
 from .gitsource import CommitInfo
-from .model import JSON, MASK, Change, UnitId, UnitPlan
+from .masking import MASK
+from .model import JSON, Change, DeploySource, UnitId, UnitPlan
 from .plan import canon
-from .records import Keys, dumps, encode_envelope, envelope_from_json, envelope_suffix
+from .records import (
+    DeployRecord,
+    EnvelopeMeta,
+    KeyChange,
+    Keys,
+    Pin,
+    UnitRecord,
+    encode_envelope,
+    envelope_from_json,
+)
 
 DEFAULT_MAX_OPS = 128
 DEFAULT_MAX_BYTES = 1_572_864
@@ -40,18 +50,19 @@ _MAX_ATTEMPTS = 4
 class DeployContext:
     keys: Keys
     commit: CommitInfo
-    source: str  # git | rollback | override
+    source: DeploySource
     actor: str
     deployed_at: str
     max_ops: int = DEFAULT_MAX_OPS
     max_bytes: int = DEFAULT_MAX_BYTES
     restored_commit: str | None = None
-    set_pins: dict[UnitId, dict[str, Any]] = field(default_factory=dict)
+    set_pins: dict[UnitId, Pin] = field(default_factory=dict)
     lift_pins: set[UnitId] = field(default_factory=set)
     workers: int = 4
     fence: list[Any] = field(default_factory=list)  # compares every transaction must pass
     fence_key: tuple[bytes, int] | None = None  # (key, mod_revision) the fence compares
     drift_units: set[UnitId] = field(default_factory=set)  # deploys that revert drift
+    override_id: str | None = None  # source `override`: the override this deploy records
 
 
 @dataclass
@@ -64,6 +75,7 @@ class DeployOutcome:
     deleted: list[str]
     revision: int
     retries: int = 0
+    source: DeploySource = "git"
 
     def as_json(self) -> dict[str, Any]:
         return {"service": self.unit.service, "environment": self.unit.environment,
@@ -79,8 +91,8 @@ class _UnitWrite:
     guards: list[tuple[bytes, int]]  # (key, mod_revision seen) for each op, for batches
     data_ops: list[bytes]  # encoded RequestOps (etcdstore.wire_put / wire_delete)
     data_bytes: int
-    record: dict[str, Any]
-    unit_record: dict[str, Any]
+    record: DeployRecord
+    unit_record: UnitRecord
     _parts: dict[int, tuple[list[Any], list[Any], int]] = field(default_factory=dict)
 
     @property
@@ -102,40 +114,41 @@ def _record_value(value: JSON, secret: bool) -> JSON:
     return value
 
 
-def _change_lists(changes: list[Change]) -> dict[str, list[dict[str, JSON]]]:
+_KINDS = ("added", "changed", "deleted")
+ChangeLists = dict[str, tuple[KeyChange, ...]]
+
+
+def _change_lists(changes: list[Change]) -> ChangeLists:
     """Added keys are listed by name (their values are in Git at the deploy's commit, and a
     first deploy would otherwise double its bytes); changed and deleted keys keep the old value,
     which Git alone cannot tell once etcd has been written by someone else."""
     added, changed, deleted = [], [], []
     for c in changes:
         if c.op == "add":
-            added.append({"key": c.key})
+            added.append(KeyChange(c.key))
         elif c.op == "change":
-            changed.append({"key": c.key, "old": _record_value(c.old, c.secret),
-                            "new": _record_value(c.new, c.secret)})
+            changed.append(KeyChange(c.key, _record_value(c.old, c.secret),
+                                     _record_value(c.new, c.secret)))
         else:
-            deleted.append({"key": c.key, "old": _record_value(c.old, c.secret)})
-    return {"added": added, "changed": changed, "deleted": deleted}
+            deleted.append(KeyChange(c.key, _record_value(c.old, c.secret)))
+    return {"added": tuple(added), "changed": tuple(changed), "deleted": tuple(deleted)}
 
 
-def _merge_pending(pending: dict[str, Any], now: dict[str, list[dict[str, JSON]]],
-                   ) -> dict[str, list[dict[str, JSON]]]:
-    """Resuming an interrupted deploy: what it had planned, updated by what is left now."""
-    merged: dict[str, dict[str, dict[str, JSON]]] = {}
-    for kind in ("added", "changed", "deleted"):
-        for item in pending.get(kind, ()):
-            merged.setdefault(kind, {})[str(item["key"])] = item
-    for kind in ("added", "changed", "deleted"):
+def _merge_pending(pending: DeployRecord, now: ChangeLists) -> ChangeLists:
+    """Resuming an interrupted deploy: what it had planned, updated by what is left now (a key
+    keeps the old value first recorded for it)."""
+    merged: dict[str, dict[str, KeyChange]] = {k: {} for k in _KINDS}
+    for kind in _KINDS:
+        for item in getattr(pending, kind):
+            merged[kind][item.key] = item
+    for kind in _KINDS:
         for item in now[kind]:
-            key = str(item["key"])
-            for other in ("added", "changed", "deleted"):
-                if other != kind and key in merged.get(other, {}):
-                    prior = merged[other].pop(key)
-                    if "old" in prior and kind != "added":
-                        item = {**item, "old": prior["old"]}
-            merged.setdefault(kind, {})[key] = item
-    return {k: sorted(merged.get(k, {}).values(), key=lambda i: str(i["key"]))
-            for k in ("added", "changed", "deleted")}
+            for other in _KINDS:
+                prior = merged[other].pop(item.key, None) if other != kind else None
+                if prior is not None and other != "added" and kind != "added":
+                    item = KeyChange(item.key, prior.old, item.new)
+            merged[kind][item.key] = item
+    return {k: tuple(sorted(merged[k].values(), key=lambda i: i.key)) for k in _KINDS}
 
 
 class Deployer:
@@ -169,18 +182,23 @@ class Deployer:
     # -- building -------------------------------------------------------------------------
 
     def _build(self, up: UnitPlan) -> _UnitWrite:
-        ctx, keys, live = self.ctx, self.ctx.keys, up.live
-        prev = live.record or {}
+        live = up.live
         pending = live.pending
-        deploy = int(pending["deploy"]) if pending else int(prev.get("deploy", 0)) + 1
-        c = ctx.commit
-        meta = {"git_commit": c.sha, "created_by": c.author_email, "created_at": c.author_time,
-                "approved_by": c.approved_by, "deployed_at": ctx.deployed_at,
-                "deployed_by": ctx.actor, "deploy": deploy, "source": ctx.source}
-        suffix = envelope_suffix(c.version, meta)
+        deploy = pending.deploy if pending else (live.record.deploy if live.record else 0) + 1
+        c, ctx = self.ctx.commit, self.ctx
+        meta = EnvelopeMeta(c.sha, c.author_email, c.author_time, c.approved_by,
+                            ctx.deployed_at, ctx.actor, deploy, ctx.source)
+        compares, guards, ops, size = self._data_ops(up, meta.suffix(c.version))
+        record, unit_record = self._records(up, deploy)
+        return _UnitWrite(up, deploy, compares, guards, ops, size, record, unit_record)
+
+    def _data_ops(self, up: UnitPlan, suffix: str,
+                  ) -> tuple[list[Any], list[tuple[bytes, int]], list[bytes], int]:
+        """The unit's puts and deletes, encoded, with the compares that guard them."""
+        keys, live = self.ctx.keys, up.live
         compares: list[Any] = []
         guards: list[tuple[bytes, int]] = []
-        ops: list[Any] = []
+        ops: list[bytes] = []
         size = 0
         cmp_mod = self.store.cmp_mod
         encoded = up.desired.encoded if up.desired is not None else {}
@@ -206,30 +224,33 @@ class Deployer:
                 op = wire_put(k, v)
             ops.append(op)
             size += len(op) + 8
+        return compares, guards, ops, size
+
+    def _records(self, up: UnitPlan, deploy: int) -> tuple[DeployRecord, UnitRecord]:
+        """The deploy's history record and the unit record it leaves behind."""
+        ctx, c, live = self.ctx, self.ctx.commit, up.live
         lists = _change_lists(up.changes)
-        if pending:
-            lists = _merge_pending(pending, lists)
-        record: dict[str, Any] = {
-            "deploy": deploy, "service": up.unit.service, "environment": up.unit.environment,
-            "version": c.version, "commit": c.sha,
-            "previous_commit": prev.get("commit"), "source": ctx.source,
-            "deployed_by": ctx.actor, "deployed_at": ctx.deployed_at,
-            "created_by": c.author_email, "created_at": c.author_time,
-            "approved_by": c.approved_by, "subject": c.subject, **lists,
-        }
-        if ctx.restored_commit:
-            record["restored_commit"] = ctx.restored_commit
-        if up.unit in ctx.drift_units:
-            record["reverted_drift"] = True
+        if live.pending is not None:
+            lists = _merge_pending(live.pending, lists)
+        record = DeployRecord(
+            deploy, up.unit.service, up.unit.environment, c.version, c.sha, ctx.source,
+            ctx.actor, ctx.deployed_at,
+            previous_commit=live.record.commit if live.record else None,
+            created_by=c.author_email, created_at=c.author_time, approved_by=c.approved_by,
+            subject=c.subject, added=lists["added"], changed=lists["changed"],
+            deleted=lists["deleted"], restored_commit=ctx.restored_commit,
+            reverted_drift=up.unit in ctx.drift_units,
+            lifted_pin=up.unit in ctx.lift_pins and live.pin is not None,
+            override=ctx.override_id)
         n_keys = len(live.keys) + sum(1 for ch in up.changes if ch.op == "add") - sum(
             1 for ch in up.changes if ch.op == "delete")
-        secrets = sorted(up.desired.secret_keys) if up.desired else []
-        unit_record = {"deploy": deploy, "commit": c.sha, "version": c.version,
-                       "source": ctx.source, "deployed_at": ctx.deployed_at,
-                       "deployed_by": ctx.actor, "keys": n_keys, "secret_keys": secrets}
-        if ctx.restored_commit:
-            unit_record["restored_commit"] = ctx.restored_commit
-        return _UnitWrite(up, deploy, compares, guards, ops, size, record, unit_record)
+        secrets = set(up.desired.secret_keys) if up.desired else set()
+        if live.record is not None:  # once secret, masked for good
+            secrets.update(live.record.secret_keys)
+        unit_record = UnitRecord(deploy, c.sha, c.version, ctx.source, ctx.deployed_at,
+                                 ctx.actor, n_keys, tuple(sorted(secrets)),
+                                 ctx.restored_commit)
+        return record, unit_record
 
     def _record_parts(self, w: _UnitWrite, pending_revision: int | None,
                       ) -> tuple[list[Any], list[Any], int]:
@@ -244,7 +265,7 @@ class Deployer:
     def _build_record_parts(self, w: _UnitWrite, pending_revision: int | None,
                             ) -> tuple[list[Any], list[Any], int]:
         keys, unit, live = self.ctx.keys, w.unit, w.plan.live
-        hist, urec = dumps(w.record).encode(), dumps(w.unit_record).encode()
+        hist, urec = w.record.to_json(), w.unit_record.to_json()
         cmps = [self.store.cmp_mod(keys.history(unit, w.deploy), 0),
                 self.store.cmp_mod(keys.unit_record(unit), live.record_revision)]
         ops = [wire_put(keys.history(unit, w.deploy), hist),
@@ -254,7 +275,7 @@ class Deployer:
             ops.append(wire_delete(keys.pending(unit)))
         pin = self.ctx.set_pins.get(unit)
         if pin is not None:
-            ops.append(wire_put(keys.pin(unit), dumps(pin).encode()))
+            ops.append(wire_put(keys.pin(unit), pin.to_json()))
         elif unit in self.ctx.lift_pins and live.pin is not None:
             ops.append(wire_delete(keys.pin(unit)))
         return cmps, ops, len(hist) + len(urec) + 256
@@ -350,7 +371,7 @@ class Deployer:
         if not live.pending:
             res = self._txn([store.cmp_mod(keys.pending(w.unit), 0),
                              store.cmp_mod(keys.unit_record(w.unit), live.record_revision)],
-                            [wire_put(keys.pending(w.unit), dumps(w.record).encode())])
+                            [wire_put(keys.pending(w.unit), w.record.to_json())])
             if not res.succeeded:
                 return False, 0
             pending_rev = res.revision
@@ -391,11 +412,11 @@ class Deployer:
             self.ctx.max_bytes = max(256 * 1024, self.ctx.max_bytes // 2)
 
     def _done(self, w: _UnitWrite, revision: int, large: bool = False) -> None:
-        lists = {k: [str(i["key"]) for i in v] for k, v in
-                 ((k, w.record[k]) for k in ("added", "changed", "deleted"))}
-        self.outcomes.append(DeployOutcome(w.unit, w.deploy, w.record["version"],
-                                           lists["added"], lists["changed"], lists["deleted"],
-                                           revision, self._conflicts.get(w.unit, 0)))
+        r = w.record
+        self.outcomes.append(DeployOutcome(w.unit, w.deploy, r.version,
+                                           [i.key for i in r.added], [i.key for i in r.changed],
+                                           [i.key for i in r.deleted], revision,
+                                           self._conflicts.get(w.unit, 0), r.source))
         if self.progress and not large:  # large units report batch by batch
             self.progress(len(w.data_ops))
 

@@ -16,7 +16,7 @@ from pyetcd.utils import prefix_range_end
 from .etcdstore import KV, EtcdStore
 from .model import LiveKey, LiveState, LiveUnit, UnitId
 from .plan import NOT_ENVELOPE
-from .records import Keys, decode_envelope, loads
+from .records import DeployRecord, Keys, Pin, RecordError, UnitRecord, decode_envelope
 
 SCAN_THRESHOLD = 48  # above this many units, one snapshot of the prefix is cheaper
 _PER_UNIT_OPS = 4
@@ -32,16 +32,26 @@ def live_key(kv: KV, keep_envelope: bool = False) -> LiveKey:
 
 
 def _apply_record(unit: LiveUnit, kind: str, kv: KV) -> None:
-    try:
-        doc = loads(kv.value)
-    except ValueError:
-        doc = {"corrupt": True}
+    """A record that cannot be decoded keeps its revision (every guarded write compares it, so
+    nothing overwrites it blindly) and reads as a record at deploy 0."""
     if kind == "units":
-        unit.record, unit.record_revision = doc, kv.mod_revision
+        try:
+            unit.record = UnitRecord.from_json(kv.value)
+        except RecordError:
+            unit.record = UnitRecord(0, "", "", "git", "", "")
+        unit.record_revision = kv.mod_revision
     elif kind == "pending":
-        unit.pending, unit.pending_revision = doc, kv.mod_revision
+        try:
+            unit.pending = DeployRecord.from_json(kv.value)
+        except RecordError:
+            unit.pending = DeployRecord(0, unit.unit.service, unit.unit.environment, "", "",
+                                        "git", "", "")
+        unit.pending_revision = kv.mod_revision
     elif kind == "pins":
-        unit.pin = doc
+        try:
+            unit.pin = Pin.from_json(kv.value)
+        except RecordError:
+            unit.pin = Pin("?", "?", "?", "unreadable pin record: `gitconf unpin` removes it")
 
 
 def read_units(store: EtcdStore, keys: Keys, units: Collection[UnitId] | None) -> LiveState:

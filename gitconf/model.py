@@ -7,9 +7,20 @@ reading etcd produces a `LiveState`, and `plan.plan()` turns the two into a `Pla
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    from .records import DeployRecord, Pin, UnitRecord
 
 JSON = Any  # a JSON-compatible Python value: str, int, float, bool, None, list, dict
+
+# The closed sets of names the rest of the package switches on; mypy checks every use.
+DeploySource = Literal["git", "rollback", "override"]
+ChangeOp = Literal["add", "change", "delete"]
+DriftPolicy = Literal["revert", "report", "pr"]
+UnitState = Literal["in-sync", "out-of-sync", "drifted", "overridden", "pinned", "failed"]
+# what plan() decided for one unit: deploy its changes, nothing to do, or why it is left alone
+Verdict = Literal["changes", "in-sync", "pinned", "failed", "blocked", "untracked"]
 
 
 class UnitId(NamedTuple):
@@ -103,12 +114,18 @@ class LiveUnit:
 
     unit: UnitId
     keys: dict[str, LiveKey]
-    record: dict[str, Any] | None = None  # _system unit record
+    record: UnitRecord | None = None  # _system unit record
     record_revision: int = 0
-    pending: dict[str, Any] | None = None  # an interrupted multi-transaction deploy
+    pending: DeployRecord | None = None  # an interrupted multi-transaction deploy
     pending_revision: int = 0
-    pin: dict[str, Any] | None = None
+    pin: Pin | None = None
     read_revision: int = 0  # the etcd revision this view was read at (0: unknown)
+
+    @property
+    def tracked(self) -> bool:
+        """gitconf has deployed this unit (keys under a unit no deploy of ours wrote are not
+        ours: they are never pruned)."""
+        return self.record is not None or self.pending is not None
 
 
 @dataclass
@@ -119,7 +136,7 @@ class LiveState:
 
 class Change(NamedTuple):
     key: str
-    op: Literal["add", "change", "delete"]
+    op: ChangeOp
     old: JSON
     new: JSON
     secret: bool = False
@@ -127,15 +144,20 @@ class Change(NamedTuple):
 
 @dataclass
 class UnitPlan:
+    """What plan() decided for one unit: its verdict, the changes that converge it, and, for a
+    unit left alone, the one-line reason the renderers show."""
+
     unit: UnitId
     changes: list[Change]
     desired: DesiredUnit | None
     live: LiveUnit
-    note: str | None = None  # why a unit is skipped, for the renderers
+    verdict: Verdict = "changes"
+    reason: str | None = None
 
     @property
-    def has_changes(self) -> bool:
-        return bool(self.changes)
+    def writes(self) -> bool:
+        """The deployer has something to do: changes, or an interrupted deploy to finish."""
+        return self.verdict == "changes" and (bool(self.changes) or self.live.pending is not None)
 
 
 @dataclass
@@ -143,19 +165,3 @@ class Plan:
     units: list[UnitPlan]
     skipped: list[tuple[UnitId, str]] = field(default_factory=list)
     failed: list[tuple[UnitId, str]] = field(default_factory=list)
-
-    @property
-    def changed_units(self) -> list[UnitPlan]:
-        return [u for u in self.units if u.changes]
-
-
-MASK = "***"
-
-
-def masked(change: Change, show_secrets: bool = False) -> Change:
-    """The change as every renderer may show it: secret values replaced by `***`."""
-    if not change.secret or show_secrets:
-        return change
-    old = MASK if change.op != "add" else None
-    new = MASK if change.op != "delete" else None
-    return change._replace(old=old, new=new)

@@ -1,5 +1,10 @@
 """`plan(desired, live) -> Plan`: the one pure function behind diff, apply, status, rollback
 and every daemon cycle. No I/O; the caller decides which units to look at.
+
+`plan_one` gives each unit a verdict (SPEC §4): an invalid unit fails, a pinned unit is left
+alone unless a newer commit lifted its pin, a unit with an interrupted rollback waits for that
+rollback, keys no deploy of ours wrote are not ours, and every other unit gets the adds,
+changes and deletes that make etcd equal to Git.
 """
 
 from __future__ import annotations
@@ -8,8 +13,19 @@ import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .model import JSON, Change, DesiredUnit, LiveKey, LiveUnit, Plan, UnitId, UnitPlan
-from .schema import is_secret
+from .masking import Masker
+from .model import (
+    JSON,
+    Change,
+    DeploySource,
+    DesiredUnit,
+    LiveKey,
+    LiveUnit,
+    Plan,
+    UnitId,
+    UnitPlan,
+    Verdict,
+)
 
 
 class _NotEnvelope:
@@ -26,7 +42,7 @@ def canon(value: JSON) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def same(a: JSON, b: JSON) -> bool:
+def json_equal(a: JSON, b: JSON) -> bool:
     """JSON equality: `1`, `1.0` and `true` are three different values (Python says equal)."""
     if type(a) is not type(b):
         return False
@@ -35,32 +51,34 @@ def same(a: JSON, b: JSON) -> bool:
     return bool(a == b)
 
 
+def unit_masker(desired: DesiredUnit | None, live: LiveUnit, show: bool = False) -> Masker:
+    """Secret now (the schema) or secret at any earlier deploy (the unit record)."""
+    return Masker.of(desired.secret_keys if desired else (),
+                     live.record.secret_keys if live.record else (), show=show)
+
+
 def plan_unit(unit: UnitId, desired: DesiredUnit | None, live: LiveUnit,
               prune: bool = True) -> list[Change]:
     """Adds, changes and deletes that make the live unit equal to the desired one."""
-    secrets = desired.secret_keys if desired else frozenset()
-    # a key leaving Git has no schema left to say it is secret: the unit record remembers
-    was_secret = frozenset((live.record or {}).get("secret_keys", ()))
+    secret = unit_masker(desired, live).is_secret
     live_keys = live.keys
     changes: list[Change] = []
     wanted = desired.values if desired else {}
     for key, value in wanted.items():
         current = live_keys.get(key)
         if current is None:
-            changes.append(Change(key, "add", None, value, is_secret(secrets, key)))
-        elif not same(current.value, value):
-            changes.append(Change(key, "change", _shown(current), value,
-                                  is_secret(secrets, key)))
+            changes.append(Change(key, "add", None, value, secret(key)))
+        elif not json_equal(current.value, value):
+            changes.append(Change(key, "change", shown_live(current), value, secret(key)))
     if prune:
         for key, current in live_keys.items():
             if key not in wanted:
-                secret = is_secret(secrets, key) or is_secret(was_secret, key)
-                changes.append(Change(key, "delete", _shown(current), None, secret))
+                changes.append(Change(key, "delete", shown_live(current), None, secret(key)))
     changes.sort(key=lambda c: c.key)
     return changes
 
 
-def _shown(current: LiveKey) -> JSON:
+def shown_live(current: LiveKey) -> JSON:
     """The live value as a change shows it: a foreign non-envelope write as its text."""
     if current.value is NOT_ENVELOPE:
         return current.raw.decode("utf-8", "replace")
@@ -72,49 +90,72 @@ class PlanOptions:
     prune: bool = True
     respect_pins: bool = True
     lifted_pins: Collection[UnitId] = field(default_factory=frozenset)
-    force: Collection[UnitId] = field(default_factory=frozenset)  # plan even if pinned
-    source: str = "git"
+    source: DeploySource = "git"
+
+
+def plan_one(unit: UnitId, desired: DesiredUnit | None, live: LiveUnit,
+             options: PlanOptions) -> UnitPlan:
+    """One unit's verdict and changes."""
+    if desired is not None and not desired.valid:
+        first = next(p for p in desired.problems if p.severity == "error")
+        return UnitPlan(unit, [], desired, live, "failed",
+                        f"invalid: {first.file}:{first.line}:{first.column} "
+                        f"{first.code}: {first.message}")
+    pin = live.pin
+    if options.respect_pins and pin is not None and unit not in options.lifted_pins:
+        return UnitPlan(unit, [], desired, live, "pinned",
+                        f"pinned to {pin.commit[:12]} by {pin.by}: "
+                        f"{pin.reason or 'no reason given'}")
+    if desired is None and not live.tracked:
+        # not gitconf's: keys no deploy of ours wrote are left alone, never pruned
+        return UnitPlan(unit, [], None, live, "untracked")
+    pending = live.pending
+    if pending is not None and pending.source == "rollback" and options.source != "rollback":
+        commit = pending.commit[:12]
+        return UnitPlan(unit, [], desired, live, "blocked",
+                        f"an interrupted rollback to {commit} is pending; run `gitconf rollback "
+                        f"{commit} --service {unit.service} --env {unit.environment}` to "
+                        "finish it")
+    changes = plan_unit(unit, desired, live, options.prune)
+    verdict: Verdict = "changes" if changes or pending is not None else "in-sync"
+    return UnitPlan(unit, changes, desired, live, verdict)
 
 
 def plan(units: Iterable[UnitId], desired: Mapping[UnitId, DesiredUnit | None],
          live: Mapping[UnitId, LiveUnit], options: PlanOptions | None = None) -> Plan:
-    """Plan each unit: invalid desired units fail, pinned units are skipped (unless the pin
-    was lifted by a newer commit), the rest get their list of changes."""
+    """Plan several units: those with something to write in `units`, the others as skipped
+    (pinned, blocked) or failed with their reason."""
     options = options or PlanOptions()
     result = Plan(units=[])
     for unit in sorted(set(units)):
-        d = desired.get(unit)
-        lv = live.get(unit) or LiveUnit(unit, {})
-        if d is not None and not d.valid:
-            first = next(p for p in d.problems if p.severity == "error")
-            result.failed.append((unit, f"invalid: {first.file}:{first.line}:{first.column} "
-                                        f"{first.code}: {first.message}"))
-            continue
-        if (options.respect_pins and lv.pin is not None and unit not in options.lifted_pins
-                and unit not in options.force):
-            pin = lv.pin
-            reason = pin.get("reason") or "no reason given"
-            result.skipped.append((unit, f"pinned to {str(pin.get('commit', '?'))[:12]} by "
-                                         f"{pin.get('by', '?')}: {reason}"))
-            continue
-        if d is None and lv.record is None and lv.pending is None:
-            continue  # not gitconf's: keys no deploy of ours wrote are left alone, never pruned
-        pending = lv.pending or {}
-        if pending.get("source") == "rollback" and options.source != "rollback":
-            commit = str(pending.get("commit", "?"))[:12]
-            result.skipped.append((unit, f"an interrupted rollback to {commit} is pending; run "
-                                         f"`gitconf rollback {commit} --service {unit.service} "
-                                         f"--env {unit.environment}` to finish it"))
-            continue
-        changes = plan_unit(unit, d, lv, options.prune)
-        if changes or lv.pending is not None:
-            result.units.append(UnitPlan(unit, changes, d, lv))
+        up = plan_one(unit, desired.get(unit), live.get(unit) or LiveUnit(unit, {}), options)
+        add_to_plan(result, up)
     return result
 
 
+def add_to_plan(result: Plan, up: UnitPlan) -> None:
+    """File one unit's verdict where the renderers look for it."""
+    if up.verdict == "failed":
+        result.failed.append((up.unit, up.reason or "failed"))
+    elif up.verdict in ("pinned", "blocked"):
+        result.skipped.append((up.unit, up.reason or up.verdict))
+    elif up.writes:
+        result.units.append(up)
+
+
 def drifted_keys(live: LiveUnit) -> list[str]:
-    """Keys changed in etcd since gitconf's last deploy of the unit (its record's revision)."""
+    """Keys changed in etcd since gitconf's last deploy of the unit (its record's revision),
+    and keys whose value is not a gitconf envelope at all."""
     if live.record is None:
         return []
     since = live.record_revision
-    return sorted(k for k, v in live.keys.items() if v.mod_revision > since)
+    return sorted(k for k, v in live.keys.items()
+                  if v.mod_revision > since or v.value is NOT_ENVELOPE)
+
+
+def shows_drift(live: LiveUnit) -> bool:
+    """Someone other than gitconf changed the unit since its last deploy: a key written after
+    the unit record, a value that is not an envelope, or fewer keys than that deploy left."""
+    if live.record is None:
+        return False
+    return bool(drifted_keys(live)) or len(live.keys) != live.record.keys

@@ -1,24 +1,299 @@
 """The etcd key layout (SPEC §3) and gitconf's own records under `{prefix}/_system/`.
 
-Documented in docs/etcd-layout.md; every key gitconf reads or writes is built here.
+Every key gitconf reads or writes is built by `Keys`; every record it keeps is a frozen
+dataclass here with one `to_json()` / `from_json()` pair, so nothing else in the package builds
+or reads a record's JSON by string key. Each record carries `"format": 1`; readers accept a
+missing format (written before records were versioned) and ignore fields they do not know, so
+a newer gitconf can add fields without breaking an older reader. Documented in
+docs/etcd-layout.md.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Literal, TypeVar, cast, get_args
 
-from .model import JSON, UnitId
+from .model import JSON, DeploySource, UnitId
 
 SYSTEM = "_system"
+FORMAT = 1
+UNIT_RECORD_KINDS = ("units", "pending", "pins", "history", "overrides")
+UnitRecordKind = Literal["units", "pending", "pins", "history", "overrides"]
 
 
 def dumps(doc: Any) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
 
-def loads(raw: bytes) -> Any:
-    return json.loads(raw)
+class RecordError(ValueError):
+    """A record's bytes are not the JSON object its type expects (corrupt or foreign)."""
+
+
+R = TypeVar("R", bound="Record")
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+class Record:
+    """Base of every `_system/` record: JSON out and back, with a format version.
+
+    Subclasses are frozen dataclasses whose fields are JSON values, tuples (written as lists)
+    or nested records. `_decode` hooks let a subclass turn nested JSON back into typed values.
+    """
+
+    _omit_none: ClassVar[tuple[str, ...]] = ()  # optional fields left out when None
+
+    def as_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"format": FORMAT}
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if value is None and name in self._omit_none:
+                continue
+            doc[name] = _plain(value)
+        return doc
+
+    def to_json(self) -> bytes:
+        return dumps(self.as_dict()).encode("utf-8")
+
+    @classmethod
+    def from_dict(cls: type[R], doc: Mapping[str, Any]) -> R:
+        known = _field_names(cls)
+        kwargs = {k: v for k, v in doc.items() if k in known}
+        try:
+            return cls(**cls._decode(kwargs))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise RecordError(f"{cls.__name__}: {exc}") from None
+
+    @classmethod
+    def from_json(cls: type[R], raw: bytes | str) -> R:
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RecordError(f"{cls.__name__}: not JSON ({exc})") from None
+        if not isinstance(doc, dict):
+            raise RecordError(f"{cls.__name__}: not a JSON object")
+        return cls.from_dict(doc)
+
+    @classmethod
+    def _decode(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return kwargs
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.as_dict()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, frozenset):
+        return sorted(value)
+    return value
+
+
+# -- deploys ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyChange(Record):
+    """One key of a deploy record: `old`/`new` as recorded (masked, or summarised when large).
+    Added keys carry neither (their values are in Git at the deploy's commit)."""
+
+    key: str
+    old: JSON = None
+    new: JSON = None
+
+    def as_dict(self) -> dict[str, Any]:  # no format tag: it lives inside a DeployRecord
+        return {"key": self.key, "old": self.old, "new": self.new}
+
+
+def _changes(items: Iterable[Any]) -> tuple[KeyChange, ...]:
+    return tuple(i if isinstance(i, KeyChange) else KeyChange.from_dict(i) for i in items)
+
+
+@dataclass(frozen=True)
+class DeployRecord(Record):
+    """`_system/history/{svc}/{env}/{deploy}`, and `_system/pending/{svc}/{env}` while a deploy
+    too large for one transaction is under way."""
+
+    deploy: int
+    service: str
+    environment: str
+    version: str
+    commit: str
+    source: DeploySource
+    deployed_by: str
+    deployed_at: str
+    previous_commit: str | None = None
+    created_by: str | None = None
+    created_at: str | None = None
+    approved_by: str | None = None
+    subject: str | None = None
+    added: tuple[KeyChange, ...] = ()
+    changed: tuple[KeyChange, ...] = ()
+    deleted: tuple[KeyChange, ...] = ()
+    restored_commit: str | None = None
+    reverted_drift: bool = False
+    lifted_pin: bool = False
+    override: str | None = None  # the override id, for source `override`
+
+    _omit_none: ClassVar[tuple[str, ...]] = ("restored_commit", "override")
+
+    @property
+    def unit(self) -> UnitId:
+        return UnitId(self.service, self.environment)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Added keys by name, changed keys with old and new, deleted keys with old."""
+        doc = super().as_dict()
+        doc["added"] = [{"key": c.key} for c in self.added]
+        doc["deleted"] = [{"key": c.key, "old": c.old} for c in self.deleted]
+        return doc
+
+    @classmethod
+    def _decode(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        for name in ("added", "changed", "deleted"):
+            if name in kwargs:
+                kwargs[name] = _changes(kwargs[name])
+        kwargs["deploy"] = int(kwargs["deploy"])
+        return kwargs
+
+
+@dataclass(frozen=True)
+class UnitRecord(Record):
+    """`_system/units/{svc}/{env}`: the unit's last deploy. Its `mod_revision` is that deploy's
+    final revision: a data key written later was written by someone else (drift)."""
+
+    deploy: int
+    commit: str
+    version: str
+    source: DeploySource
+    deployed_at: str
+    deployed_by: str
+    keys: int = 0
+    # every key (or group) that was ever deployed as secret: masked forever after, even once
+    # the schema no longer says so (docs/security.md)
+    secret_keys: tuple[str, ...] = ()
+    restored_commit: str | None = None
+
+    _omit_none: ClassVar[tuple[str, ...]] = ("restored_commit",)
+
+    @classmethod
+    def _decode(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs["deploy"] = int(kwargs["deploy"])
+        kwargs["secret_keys"] = tuple(str(k) for k in kwargs.get("secret_keys", ()))
+        return kwargs
+
+
+@dataclass(frozen=True)
+class Pin(Record):
+    """`_system/pins/{svc}/{env}`: apply and the daemon leave the unit alone until `unpin`, or
+    until a commit on top of `branch_head` changes the unit's files."""
+
+    commit: str
+    by: str
+    at: str
+    reason: str | None = None
+    branch_head: str | None = None
+
+    def shown(self) -> dict[str, Any]:
+        """The pin as `status` shows it (SPEC §7)."""
+        return {"commit": self.commit, "by": self.by, "at": self.at, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class LastApplied(Record):
+    """`_system/last-applied`: the repository-wide last applied commit and what the next run
+    must look at again (docs/etcd-layout.md, "How last-applied keeps apply incremental")."""
+
+    commit: str
+    seen: int  # every write up to this revision has been examined
+    own: tuple[tuple[int, int], ...] = ()  # revision intervals of our own writes after `seen`
+    unconverged: tuple[str, ...] = ()  # "svc/env" of units not equal to `commit`
+    drifted: tuple[str, ...] = ()  # "svc/env" of units whose drift is left in place
+    at: str | None = None
+
+    @classmethod
+    def _decode(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs["seen"] = int(kwargs["seen"])
+        kwargs["own"] = tuple((int(a), int(b)) for a, b in kwargs.get("own", ()))
+        kwargs["unconverged"] = tuple(str(u) for u in kwargs.get("unconverged", ()))
+        kwargs["drifted"] = tuple(str(u) for u in kwargs.get("drifted", ()))
+        return kwargs
+
+    def unconverged_units(self) -> set[UnitId]:
+        return {unit_from_name(n) for n in self.unconverged}
+
+    def drifted_units(self) -> set[UnitId]:
+        return {unit_from_name(n) for n in self.drifted}
+
+    def is_own(self, revision: int) -> bool:
+        return any(a <= revision <= b for a, b in self.own)
+
+    def first_foreign(self, now: int, own_write: int) -> int | None:
+        """The first revision after `seen` made by someone else (None: every one since was
+        ours, including `own_write`, this record's own write, and there is nothing to
+        replay)."""
+        r = self.seen + 1
+        for a, b in sorted([*self.own, (own_write, own_write)]):
+            if r > now:
+                return None
+            if a > r:
+                return r
+            r = max(r, b + 1)
+        return r if r <= now else None
+
+
+def unit_name(unit: UnitId) -> str:
+    return f"{unit.service}/{unit.environment}"
+
+
+def unit_from_name(name: str) -> UnitId:
+    service, _, environment = name.partition("/")
+    return UnitId(service, environment)
+
+
+@dataclass(frozen=True)
+class LeaderRecord(Record):
+    """`_system/leader`, attached to the leader's lease."""
+
+    identity: str
+    since: float
+
+
+@dataclass(frozen=True)
+class TriggerRecord(Record):
+    """`_system/trigger`: a webhook delivery relayed to the leader by whichever replica got it.
+    `kind` is `push` (reconcile now) or `pull_request` (an override's PR changed state)."""
+
+    after: str
+    at: float
+    by: str
+    kind: str = "push"
+    number: int | None = None
+    delivery: str | None = None
+
+
+@dataclass(frozen=True)
+class SchemaRecord:
+    """`_system/schemas/{service}`: the compiled JSON Schema as clients read it (no envelope,
+    no format tag: the document is a JSON Schema and `$schema` says its version)."""
+
+    schema: Mapping[str, Any]
+
+    def to_json(self) -> bytes:
+        return dumps(self.schema).encode("utf-8")
+
+
+# -- keys -------------------------------------------------------------------------------------
 
 
 class Keys:
@@ -49,20 +324,23 @@ class Keys:
         return UnitId(parts[0], parts[1]), parts[2]
 
     # -- records ----------------------------------------------------------------------------
-    def _unit_rec(self, kind: str, unit: UnitId) -> bytes:
+    def unit_kind(self, kind: UnitRecordKind, unit: UnitId) -> bytes:
         return f"{self.system}{kind}/{unit.service}/{unit.environment}".encode()
 
     def unit_record(self, unit: UnitId) -> bytes:
-        return self._unit_rec("units", unit)
+        return self.unit_kind("units", unit)
 
     def pending(self, unit: UnitId) -> bytes:
-        return self._unit_rec("pending", unit)
+        return self.unit_kind("pending", unit)
 
     def pin(self, unit: UnitId) -> bytes:
-        return self._unit_rec("pins", unit)
+        return self.unit_kind("pins", unit)
+
+    def override(self, unit: UnitId) -> bytes:
+        return self.unit_kind("overrides", unit)
 
     def history_prefix(self, unit: UnitId) -> bytes:
-        return self._unit_rec("history", unit) + b"/"
+        return self.unit_kind("history", unit) + b"/"
 
     def history(self, unit: UnitId, deploy: int) -> bytes:
         return self.history_prefix(unit) + f"{deploy:010d}".encode()
@@ -70,13 +348,13 @@ class Keys:
     def kind_prefix(self, kind: str) -> bytes:
         return f"{self.system}{kind}/".encode()
 
-    def parse_unit_record_key(self, raw: bytes) -> tuple[str, UnitId] | None:
+    def parse_unit_record_key(self, raw: bytes) -> tuple[UnitRecordKind, UnitId] | None:
         """`_system/{kind}/svc/env[/...]` -> (kind, unit) for the per-unit record kinds."""
         if not raw.startswith(self.system_b):
             return None
         parts = raw[len(self.system_b):].decode("utf-8", "replace").split("/")
-        if len(parts) >= 3 and parts[0] in ("units", "pending", "pins", "history", "overrides"):
-            return parts[0], UnitId(parts[1], parts[2])
+        if len(parts) >= 3 and parts[0] in UNIT_RECORD_KINDS:
+            return cast(UnitRecordKind, parts[0]), UnitId(parts[1], parts[2])
         return None
 
     def schema(self, service: str) -> bytes:
@@ -94,11 +372,32 @@ class Keys:
     def trigger(self) -> bytes:
         return f"{self.system}trigger".encode()
 
+    @property
+    def deliveries(self) -> bytes:
+        return f"{self.system}deliveries/".encode()
 
-def envelope_suffix(version: str, metadata: dict[str, Any]) -> str:
-    """Everything after the value: identical for every key one deploy writes to a unit, so
-    it is serialised once and each envelope costs one `json.dumps` of its value."""
-    return f',"version":{dumps(version)},"metadata":{dumps(metadata)}}}'
+
+# -- envelopes (the runtime contract, SPEC §3) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvelopeMeta:
+    """The `metadata` of every envelope one deploy writes to a unit."""
+
+    git_commit: str
+    created_by: str | None
+    created_at: str | None
+    approved_by: str | None
+    deployed_at: str
+    deployed_by: str
+    deploy: int
+    source: DeploySource
+
+    def suffix(self, version: str) -> str:
+        """Everything after the value: identical for every key one deploy writes to a unit, so
+        it is serialised once and each envelope costs one `json.dumps` of its value."""
+        meta = {name: getattr(self, name) for name in _field_names(EnvelopeMeta)}
+        return f',"version":{dumps(version)},"metadata":{dumps(meta)}}}'
 
 
 def encode_envelope(value: JSON, suffix: str) -> bytes:
@@ -119,3 +418,6 @@ def decode_envelope(raw: bytes) -> dict[str, Any] | None:
     if isinstance(doc, dict) and "value" in doc and isinstance(doc.get("metadata"), dict):
         return doc
     return None
+
+
+SOURCES: tuple[str, ...] = get_args(DeploySource)

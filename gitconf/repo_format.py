@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
 
 from . import safeyaml
+from .keypath import all_parents, parents
 from .model import JSON, DesiredState, DesiredUnit, Position, Problem, UnitId
 from .records import dumps
 from .schema import SchemaSet, ServiceSchema, packaged_schema, validate_values
@@ -79,6 +79,73 @@ def is_yaml(path: str) -> bool:
 # layout
 
 
+class PathRole(NamedTuple):
+    """What one path of the tree is, by the layout rules of SPEC §2 alone (names unchecked)."""
+
+    kind: Literal["settings", "shared-schema", "schema", "base", "env", "nested", "reserved",
+                  "other"]
+    service: str = ""
+    env: str = ""
+
+
+def classify_path(path: str, ignore: Collection[str] = ()) -> PathRole:
+    """The one place that says what a path is: every reader of the layout asks it."""
+    if path in SETTINGS_FILES:
+        return PathRole("settings")
+    top, sep, rest = path.partition("/")
+    if not sep or top.startswith((".", "_")) or top in ignore:
+        return PathRole("other")
+    if top == SHARED_SCHEMAS_DIR:
+        kind: Any = "shared-schema" if rest.endswith((*YAML_EXTS, ".json")) else "other"
+        return PathRole(kind)
+    if not (is_yaml(rest) or rest == "schema.json"):
+        return PathRole("other")  # README.md and friends
+    if "/" in rest:
+        return PathRole("nested", top)
+    if rest in SCHEMA_FILES:
+        return PathRole("schema", top)
+    if rest in BASE_FILES:
+        return PathRole("base", top)
+    if rest.startswith((".", "_")):
+        return PathRole("reserved", top)
+    return PathRole("env", top, rest.rsplit(".", 1)[0])
+
+
+def unit_of_path(path: str) -> tuple[str, str | None] | None:
+    """`svc/prod.yaml` -> (svc, prod); `svc/_base.yaml` / schema -> (svc, None); else None."""
+    role = classify_path(path)
+    if role.kind == "env":
+        return role.service, role.env
+    if role.kind in ("schema", "base"):
+        return role.service, None
+    return None
+
+
+def units_touched(paths: Iterable[str], envs_of: Callable[[str], Iterable[str]]) -> set[UnitId]:
+    """Units whose files are among `paths`: an environment file names its unit; `_base.yaml`
+    or a schema names every environment `envs_of(service)` gives."""
+    units: set[UnitId] = set()
+    for path in paths:
+        hit = unit_of_path(path)
+        if hit is None:
+            continue
+        svc, env = hit
+        if env is not None:
+            units.add(UnitId(svc, env))
+        else:
+            units.update(UnitId(svc, e) for e in envs_of(svc))
+    return units
+
+
+def affects_everything(path: str) -> bool:
+    """Settings and shared schemas can change every unit."""
+    return classify_path(path).kind in ("settings", "shared-schema")
+
+
+def units_in_layout(layout: Layout) -> set[UnitId]:
+    return {UnitId(s.name, e) for s in layout.services.values() for e in s.envs}
+
+
 def read_layout(tree: Tree, paths: list[str] | None = None) -> Layout:
     """Which files are settings, shared schemas, service schemas, bases and environments."""
     paths = tree.paths() if paths is None else paths
@@ -89,69 +156,69 @@ def read_layout(tree: Tree, paths: list[str] | None = None) -> Layout:
         raw = dict(tree.read([settings_file]))[settings_file]
         settings, problems = load_settings(settings_file, raw)
     ignore = set(settings.get("ignore", ()))
-    environments = settings.get("environments")
-    services: dict[str, ServiceFiles] = {}
-    shared: list[str] = []
+    layout = Layout(settings, {}, [], problems, settings_file)
     reported_names: set[str] = set()
     for path in paths:
-        top, sep, rest = path.partition("/")
-        if not sep or top.startswith((".", "_")) or top in ignore:
-            continue
-        if top == SHARED_SCHEMAS_DIR:
-            if rest.endswith((*YAML_EXTS, ".json")):
-                shared.append(path)
-            continue
-        if not (is_yaml(rest) or rest == "schema.json"):
-            continue  # README.md and friends
-        if "/" in rest:
-            problems.append(Problem(path, 1, 1, "layout",
-                                    f"{path}: config files belong directly in {top}/; "
-                                    "nested directories are not read"))
-            continue
-        if not NAME_RE.match(top):
-            if top not in reported_names:
-                reported_names.add(top)
-                problems.append(Problem(path, 1, 1, "bad-name",
-                                        f"{top!r} is not a valid service name ({NAME_RULE}); "
-                                        "list it under ignore: in .gitconf.yaml if it is not "
-                                        "a service"))
-            continue
-        svc = services.setdefault(top, ServiceFiles(top))
-        if rest in SCHEMA_FILES:
-            if svc.schema:
-                problems.append(Problem(path, 1, 1, "duplicate-file",
-                                        f"{top} has two schemas: {svc.schema} and {path}"))
-            else:
-                svc.schema = path
-            continue
-        if rest in BASE_FILES:
-            if svc.base:
-                problems.append(Problem(path, 1, 1, "duplicate-file",
-                                        f"{top} has two base files: {svc.base} and {path}"))
-            else:
-                svc.base = path
-            continue
-        if rest.startswith((".", "_")):
-            problems.append(Problem(path, 1, 1, "layout",
-                                    f"{path}: names starting with '_' or '.' are reserved "
-                                    "(only _base.yaml is read)"))
-            continue
-        env = rest.rsplit(".", 1)[0]
-        if not NAME_RE.match(env):
+        role = classify_path(path, ignore)
+        if role.kind == "shared-schema":
+            layout.shared_schemas.append(path)
+        elif role.kind not in ("other", "settings"):
+            _place(layout, path, role, reported_names)
+    return layout
+
+
+def _place(layout: Layout, path: str, role: PathRole, reported_names: set[str]) -> None:
+    """File one service path into the layout, or report why it cannot be."""
+    problems, top = layout.problems, role.service
+    if role.kind == "nested":
+        problems.append(Problem(path, 1, 1, "layout", f"{path}: config files belong directly "
+                                                      f"in {top}/; nested directories are not "
+                                                      "read"))
+        return
+    if not NAME_RE.match(top):
+        if top not in reported_names:
+            reported_names.add(top)
             problems.append(Problem(path, 1, 1, "bad-name",
-                                    f"{env!r} is not a valid environment name ({NAME_RULE})"))
-            continue
-        if environments is not None and env not in environments:
-            problems.append(Problem(path, 1, 1, "unknown-environment",
-                                    f"environment {env!r} is not listed in .gitconf.yaml "
-                                    f"(environments: {', '.join(environments)})"))
-            continue
-        if env in svc.envs:
+                                    f"{top!r} is not a valid service name ({NAME_RULE}); "
+                                    "list it under ignore: in .gitconf.yaml if it is not "
+                                    "a service"))
+        return
+    svc = layout.services.setdefault(top, ServiceFiles(top))
+    if role.kind in ("schema", "base"):
+        what = "schemas" if role.kind == "schema" else "base files"
+        current = svc.schema if role.kind == "schema" else svc.base
+        if current:
             problems.append(Problem(path, 1, 1, "duplicate-file",
-                                    f"{top}/{env} is defined twice: {svc.envs[env]} and {path}"))
-            continue
+                                    f"{top} has two {what}: {current} and {path}"))
+        elif role.kind == "schema":
+            svc.schema = path
+        else:
+            svc.base = path
+        return
+    if role.kind == "reserved":
+        problems.append(Problem(path, 1, 1, "layout", f"{path}: names starting with '_' or "
+                                                      "'.' are reserved (only _base.yaml is "
+                                                      "read)"))
+        return
+    _place_env(layout, svc, path, role.env)
+
+
+def _place_env(layout: Layout, svc: ServiceFiles, path: str, env: str) -> None:
+    environments = layout.settings.get("environments")
+    problems = layout.problems
+    if not NAME_RE.match(env):
+        problems.append(Problem(path, 1, 1, "bad-name",
+                                f"{env!r} is not a valid environment name ({NAME_RULE})"))
+    elif environments is not None and env not in environments:
+        problems.append(Problem(path, 1, 1, "unknown-environment",
+                                f"environment {env!r} is not listed in .gitconf.yaml "
+                                f"(environments: {', '.join(environments)})"))
+    elif env in svc.envs:
+        problems.append(Problem(path, 1, 1, "duplicate-file",
+                                f"{svc.name}/{env} is defined twice: {svc.envs[env]} and "
+                                f"{path}"))
+    else:
         svc.envs[env] = path
-    return Layout(settings, services, shared, problems, settings_file)
 
 
 def load_settings(path: str, raw: bytes) -> tuple[dict[str, Any], list[Problem]]:
@@ -331,22 +398,20 @@ def _check_parents(out: Values, file: str) -> None:
     """`a: 1` beside `"a.b": 2` makes `a` both a value and a parent: refuse the later one."""
     keys = out.values
     for key in [k for k in keys if "." in k]:
-        i = key.rfind(".")
-        while i > 0:
-            parent = key[:i]
-            if parent in keys:
-                a, b = out.positions[parent], out.positions[key]
-                later, other, at = (key, parent, a) if (b.line, b.column) > (a.line, a.column) \
-                    else (parent, key, b)
-                pos = out.positions[later]
-                out.problems.append(Problem(file, pos.line, pos.column, "key-collision",
-                                            f"{later!r} conflicts with {other!r} at line "
-                                            f"{at.line}: a key cannot be both a value and a "
-                                            "group", later))
-                del keys[later]
-                del out.positions[later]
-                break
-            i = key.rfind(".", 0, i)
+        if key not in keys:
+            continue  # refused already, as the later of another pair
+        parent = next((p for p in parents(key) if p in keys), None)
+        if parent is None:
+            continue
+        a, b = out.positions[parent], out.positions[key]
+        later, other, at = (key, parent, a) if (b.line, b.column) > (a.line, a.column) \
+            else (parent, key, b)
+        pos = out.positions[later]
+        out.problems.append(Problem(file, pos.line, pos.column, "key-collision",
+                                    f"{later!r} conflicts with {other!r} at line {at.line}: "
+                                    "a key cannot be both a value and a group", later))
+        del keys[later]
+        del out.positions[later]
 
 
 def merge_base(base: Values, env: Values) -> tuple[dict[str, JSON], dict[str, Position]]:
@@ -356,35 +421,19 @@ def merge_base(base: Values, env: Values) -> tuple[dict[str, JSON], dict[str, Po
     if not base.values:
         return env.values, env.positions
     env_keys = env.values
-    env_parents: set[str] = set()
-    for k in env_keys:
-        i = k.rfind(".")
-        while i > 0:
-            env_parents.add(k[:i])
-            i = k.rfind(".", 0, i)
-    base_parents: set[str] = set()
-    for k in base.values:
-        i = k.rfind(".")
-        while i > 0:
-            base_parents.add(k[:i])
-            i = k.rfind(".", 0, i)
+    env_parents = all_parents(env_keys)
+    base_parents = all_parents(base.values)
     values: dict[str, JSON] = {}
     positions: dict[str, Position] = {}
     for k, v in base.values.items():
         if k in env_keys or k in env_parents:
             continue  # the environment's value, or its group, replaces the base's
-        shadowed = False
-        i = k.rfind(".")
-        while i > 0:
-            p = k[:i]
-            pv = env_keys.get(p, None)
-            if p in env_keys and not (isinstance(pv, dict) and not pv):
-                shadowed = True  # an environment value replaces the base group
-                break
-            i = k.rfind(".", 0, i)
-        if not shadowed:
-            values[k] = v
-            positions[k] = base.positions[k]
+        # an environment value (other than `{}`) replaces the base group it names
+        if any(p in env_keys and not (isinstance(env_keys[p], dict) and not env_keys[p])
+               for p in parents(k)):
+            continue
+        values[k] = v
+        positions[k] = base.positions[k]
     for k, v in env_keys.items():
         if isinstance(v, dict) and not v and k in base_parents:
             continue  # env `{}` merged with a base group leaves the base's keys
@@ -514,57 +563,3 @@ def load_desired(tree: Tree, options: LoadOptions | None = None,
         files=layout.files,
         settings=layout.settings,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# loading in parallel (large applies)
-
-
-def _load_chunk(tree: Tree, settings: dict[str, Any], services: list[ServiceFiles],
-                shared: list[str], options: LoadOptions,
-                ) -> tuple[list[tuple[DesiredUnit | None, list[Problem]]], dict[str, Any]]:
-    """A worker's share: parse and validate some services; valid units travel back without
-    their positions (only problems need them), which halves what is pickled."""
-    layout = Layout(settings, {s.name: s for s in services}, shared, [])
-    compiled: dict[str, ServiceSchema] = {}
-    out = list(iter_units(tree, layout, options, schemas_out=compiled))
-    for unit, _ in out:
-        if unit is not None and unit.valid:
-            unit.positions = {}
-    return out, {name: s.compiled for name, s in compiled.items()}
-
-
-def iter_units_parallel(tree: Tree, layout: Layout, options: LoadOptions,
-                        compiled_out: dict[str, Any], workers: int = 0, chunk: int = 40,
-                        ) -> Iterator[tuple[DesiredUnit | None, list[Problem]]]:
-    """`iter_units` spread over worker processes, yielded in order as chunks complete, so the
-    caller plans and writes while the workers parse. Workers are spawned, not forked: the
-    caller may hold grpc threads, which must not be forked."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
-    selected = [s for name, s in sorted(layout.services.items())
-                if options.services is None or name in options.services]
-    chunks = [selected[i:i + chunk] for i in range(0, len(selected), chunk)]
-    # leave a core to the process that plans and writes (and to etcd, when it is local)
-    workers = workers or max(1, min(4, (os.cpu_count() or 2) - 1))
-    done = 0
-    try:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_load_chunk, tree, layout.settings, part,
-                                   layout.shared_schemas, options) for part in chunks]
-            for fut in futures:
-                units, compiled = fut.result()
-                compiled_out.update(compiled)
-                done += 1
-                yield from units
-    except (BrokenProcessPool, OSError, EOFError) as exc:
-        # no worker processes here (a sandbox, an unimportable __main__): same work, in process
-        log.warning("parallel loading unavailable (%s); loading in process", exc)
-        for part in chunks[done:]:
-            units, compiled = _load_chunk(tree, layout.settings, part, layout.shared_schemas,
-                                          options)
-            compiled_out.update(compiled)
-            yield from units

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
 
+from .actor import default_actor
 from .errors import CheckFailed, UsageError
 from .model import UnitId
-from .reconcile import Reconciler, Request, Result, default_actor, now_iso, units_touched
-from .records import dumps, loads
-from .repo_format import read_layout
+from .pins import new_pin, set_pin
+from .reconcile import Reconciler, Request, Result
+from .records import DeployRecord, RecordError
+from .repo_format import read_layout, units_in_layout, units_touched
 
 
 @dataclass
@@ -34,8 +35,8 @@ def resolve_units(rec: Reconciler, commit_ref: str, services: Collection[str] | 
     head = rec.source.resolve(head_ref)
     at_target = read_layout(rec.source.tree(target))
     at_head = read_layout(rec.source.tree(head))
-    then = {UnitId(s.name, e) for s in at_target.services.values() for e in s.envs}
-    now = {UnitId(s.name, e) for s in at_head.services.values() for e in s.envs}
+    then = units_in_layout(at_target)
+    now = units_in_layout(at_head)
     known = then | now
     if services or environments:
         units = {u for u in known if (not services or u.service in services)
@@ -49,18 +50,13 @@ def resolve_units(rec: Reconciler, commit_ref: str, services: Collection[str] | 
     return RollbackTarget(target, head, sorted(units), sorted(u for u in units if u not in then))
 
 
-def pin_record(commit: str, head: str, actor: str, reason: str | None) -> dict[str, Any]:
-    return {"commit": commit, "by": actor, "at": now_iso(), "reason": reason,
-            "branch_head": head}
-
-
 def rollback(rec: Reconciler, target: RollbackTarget, actor: str | None, reason: str | None,
              dry_run: bool = False, max_ops: int = 128, max_bytes: int = 1_572_864) -> Result:
     """Plan (and unless `dry_run`, execute) the rollback; refuses every unit if one is invalid
     at the commit, so an on-call engineer never gets half a rollback."""
     who = default_actor(actor)
     why = reason or f"rollback to {target.commit[:12]}"
-    pins = {u: pin_record(target.commit, target.head, who, why) for u in target.units}
+    pins = {u: new_pin(target.commit, target.head, who, why) for u in target.units}
     plan_only = rec.run(Request(ref=target.commit, units=target.units, source="rollback",
                                 respect_pins=False, dry_run=True, actor=who))
     if plan_only.plan.failed:
@@ -74,38 +70,8 @@ def rollback(rec: Reconciler, target: RollbackTarget, actor: str | None, reason:
     deployed = {d.unit for d in result.deploys}
     for unit in target.units:  # already equal: no deploy, but it must still be pinned
         if unit not in deployed and unit not in {u for u, _ in result.plan.failed}:
-            set_pin(rec, unit, pins[unit], only_if_different=True)
+            set_pin(rec.store, rec.keys, unit, pins[unit], only_if_different=True)
     return result
-
-
-def set_pin(rec: Reconciler, unit: UnitId, pin: dict[str, Any],
-            only_if_different: bool = False) -> bool:
-    key = rec.keys.pin(unit)
-    current = rec.store.get(key)
-    if only_if_different and current is not None:
-        try:
-            if loads(current.value).get("commit") == pin["commit"]:
-                return False
-        except ValueError:
-            pass
-    res = rec.store.txn([rec.store.cmp_mod(key, current.mod_revision if current else 0)],
-                        [rec.store.op_put(key, dumps(pin).encode())])
-    if not res.succeeded:
-        raise CheckFailed(f"{unit}: its pin changed while gitconf was writing it; try again")
-    return True
-
-
-def unpin(rec: Reconciler, unit: UnitId) -> dict[str, Any]:
-    key = rec.keys.pin(unit)
-    current = rec.store.get(key)
-    if current is None:
-        raise CheckFailed(f"{unit} is not pinned")
-    res = rec.store.txn([rec.store.cmp_mod(key, current.mod_revision)],
-                        [rec.store.op_delete(key)])
-    if not res.succeeded:
-        raise CheckFailed(f"{unit}: its pin changed while gitconf was removing it; try again")
-    pin: dict[str, Any] = loads(current.value)
-    return pin
 
 
 def previous_commit(rec: Reconciler, unit: UnitId) -> str:
@@ -115,8 +81,10 @@ def previous_commit(rec: Reconciler, unit: UnitId) -> str:
         raise CheckFailed(f"{unit} has no deploys")
     if len(kvs) < 2:
         raise CheckFailed(f"{unit} has only one deploy (#1): there is nothing before it")
-    record = loads(kvs[-2].value)
-    commit = record.get("commit")
-    if not commit:
-        raise UsageError(f"{unit}: deploy #{record.get('deploy')} has no commit")
-    return str(commit)
+    try:
+        record = DeployRecord.from_json(kvs[-2].value)
+    except RecordError as exc:
+        raise UsageError(f"{unit}: the deploy before the last cannot be read ({exc})") from None
+    if not record.commit:
+        raise UsageError(f"{unit}: deploy #{record.deploy} has no commit")
+    return record.commit

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 from urllib.parse import urljoin
@@ -24,6 +24,8 @@ from referencing import Registry, Resource
 from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
+from .keypath import parents
+from .masking import Masker
 from .model import JSON, Position, Problem
 
 REPO_BASE = "file:///repo/"
@@ -132,24 +134,14 @@ class ServiceSchema:
     compiled: dict[str, Any]
     validator: Validator
     secret_keys: frozenset[str]  # flattened keys (or key prefixes) whose values are secret
-    defaults: dict[str, JSON] = field(default_factory=dict)
     fast: Any = None  # a jsonschema-rs validator: answers "valid?" ~35x faster
 
+    @property
+    def masker(self) -> Masker:
+        return Masker(self.secret_keys)
+
     def is_secret(self, key: str) -> bool:
-        return is_secret(self.secret_keys, key)
-
-
-def is_secret(secrets: frozenset[str], key: str) -> bool:
-    if not secrets:
-        return False
-    if key in secrets:
-        return True
-    i = key.rfind(".")
-    while i > 0:
-        if key[:i] in secrets:
-            return True
-        i = key.rfind(".", 0, i)
-    return False
+        return self.masker.is_secret(key)
 
 
 class SchemaSet:
@@ -178,7 +170,7 @@ class SchemaSet:
                 compact_meta: Validator) -> tuple[ServiceSchema | None, list[Problem]]:
         """Compile a service's schema. Services generated from one template share their
         schema's text; two identical texts whose `$ref`s resolve to the same resources mean
-        the same thing, so the validators (and secrets, defaults) are built once for them."""
+        the same thing, so the validators (and secrets) are built once for them."""
         if not isinstance(doc, Mapping):
             return None, [Problem(path, 1, 1, "schema", "a schema must be a mapping")]
         base = repo_uri(path)
@@ -213,8 +205,7 @@ class SchemaSet:
         compiled.setdefault("$id", repo_uri(path))
         cls = validator_for(compiled, default=Draft202012Validator)
         validator = cls(compiled, registry=self.registry, format_checker=FormatChecker())
-        secrets, defaults = self._annotations(compiled)
-        return ServiceSchema(service, path, compiled, validator, secrets, defaults,
+        return ServiceSchema(service, path, compiled, validator, self._secrets(compiled),
                              self._fast_validator(compiled)), []
 
     def _fast_validator(self, compiled: dict[str, Any]) -> Any:
@@ -250,10 +241,9 @@ class SchemaSet:
                                             "files under schemas/ of this repository"))
         return problems
 
-    def _annotations(self, compiled: Mapping[str, Any]) -> tuple[frozenset[str], dict[str, JSON]]:
-        """Secret keys (`writeOnly`) and defaults, by flattened key, following `$ref`s."""
+    def _secrets(self, compiled: Mapping[str, Any]) -> frozenset[str]:
+        """Secret keys (`writeOnly`), by flattened key, following `$ref`s."""
         secrets: set[str] = set()
-        defaults: dict[str, JSON] = {}
         base = str(compiled.get("$id", REPO_BASE))
         resolver = self.registry.with_resource(
             base, Resource.from_contents(dict(compiled), default_specification=DRAFT202012)
@@ -271,8 +261,6 @@ class SchemaSet:
                     walk(resolved.contents, key, depth + 1, resolved.resolver)
             if key and node.get("writeOnly") is True:
                 secrets.add(key)
-            if key and "default" in node:
-                defaults[key] = node["default"]
             for sub in ("allOf", "anyOf", "oneOf"):
                 for alt in node.get(sub, ()) or ():
                     walk(alt, key, depth + 1, res)
@@ -282,7 +270,7 @@ class SchemaSet:
                     walk(child, f"{key}.{name}" if key else str(name), depth + 1, res)
 
         walk(compiled, "", 0, resolver)
-        return frozenset(secrets), defaults
+        return frozenset(secrets)
 
 
 _META_VERDICTS: dict[str, tuple[tuple[Any, ...], str] | None] = {}
@@ -372,7 +360,7 @@ def validate_values(schema: ServiceSchema, values: Mapping[str, JSON],
             if missing:
                 key = f"{key}.{missing[0]}" if key else str(missing[0])
         pos = _position_of(key, values, positions, default_file)
-        if schema.is_secret(key) or _touches_secret(schema, key, values):
+        if schema.masker.group_has_secret(key, values) or schema.is_secret(key):
             message = f"{key}: value (secret, not shown) does not satisfy '{error.validator}'"
         else:
             message = f"{key}: {_short(error.message)}" if key else _short(error.message)
@@ -381,26 +369,14 @@ def validate_values(schema: ServiceSchema, values: Mapping[str, JSON],
     return problems
 
 
-def _touches_secret(schema: ServiceSchema, key: str, values: Iterable[str]) -> bool:
-    """An error on a group quotes the whole group: mask it when any secret lies inside."""
-    if not schema.secret_keys:
-        return False
-    prefix = key + "." if key else ""
-    return any(k.startswith(prefix) and schema.is_secret(k) for k in values)
-
-
 def _position_of(key: str, values: Mapping[str, JSON], positions: Mapping[str, Position],
                  default_file: str) -> Position:
     if key in positions:
         return positions[key]
-    probe = key
-    while probe:  # the key is missing: report at its nearest written parent
-        i = probe.rfind(".")
-        probe = probe[:i] if i > 0 else ""
-        if probe in positions:
-            return positions[probe]
-        if probe:
-            inside = [positions[k] for k in values if k.startswith(probe + ".") and k in positions]
-            if inside:
-                return min(inside, key=lambda p: (p.line, p.column))
+    for group in parents(key):  # the key is missing: report at its nearest written parent
+        if group in positions:
+            return positions[group]
+        inside = [positions[k] for k in values if k.startswith(group + ".") and k in positions]
+        if inside:
+            return min(inside, key=lambda p: (p.line, p.column))
     return Position(default_file, 1, 1)

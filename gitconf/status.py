@@ -1,68 +1,62 @@
-"""`gitconf status`: every unit's state, from the same plan that apply would execute."""
+"""`gitconf status`: every unit's state, from the same pass that apply would run (a full dry
+run whose observer turns each unit's verdict into a row; no plan is kept)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from .model import LiveUnit, UnitId
-from .plan import NOT_ENVELOPE, drifted_keys, plan_unit
-from .reconcile import Reconciler
-from .repo_format import load_desired
+from .model import UnitId, UnitPlan, UnitState
+from .plan import drifted_keys
+from .reconcile import Reconciler, Request
+from .records import Pin
 
 
 @dataclass
 class UnitStatus:
     unit: UnitId
-    state: str  # in-sync | out-of-sync | drifted | pinned | failed
+    state: UnitState
     deployed_commit: str | None
     desired_commit: str
-    pin: dict[str, Any] | None
+    pin: Pin | None
     changes: int
     drifted: list[str]
     reason: str | None = None
     deploy: int | None = None
 
     def as_json(self) -> dict[str, Any]:
-        pin = None
-        if self.pin:
-            pin = {k: self.pin.get(k) for k in ("commit", "by", "at", "reason")}
         return {"service": self.unit.service, "environment": self.unit.environment,
                 "state": self.state, "deployed_commit": self.deployed_commit,
-                "desired_commit": self.desired_commit, "pin": pin, "changes": self.changes,
+                "desired_commit": self.desired_commit,
+                "pin": self.pin.shown() if self.pin else None, "changes": self.changes,
                 "drifted_keys": self.drifted, "deploy": self.deploy, "reason": self.reason}
 
 
-def unit_status(rec: Reconciler, ref: str = "HEAD") -> tuple[str, list[UnitStatus]]:
-    from .livestate import read_units
+def state_of(up: UnitPlan) -> UnitState:
+    """The state `status` shows for one planned unit (SPEC §7)."""
+    if up.verdict == "pinned":
+        return "pinned"
+    if up.verdict == "failed":
+        return "failed"
+    if up.verdict in ("in-sync", "untracked"):
+        return "in-sync"
+    if drifted_keys(up.live):
+        return "drifted"
+    return "out-of-sync"
 
+
+def unit_status(rec: Reconciler, ref: str = "HEAD") -> tuple[str, list[UnitStatus]]:
+    rows: list[UnitStatus] = []
     target = rec.source.resolve(ref)
-    desired = load_desired(rec.source.tree(target))
-    live = read_units(rec.store, rec.keys, None).units
-    out: list[UnitStatus] = []
-    for unit in sorted(set(desired.units) | set(live)):
-        d = desired.units.get(unit)
-        lv = live.get(unit) or LiveUnit(unit, {})
-        if d is None and lv.record is None and lv.pending is None:
-            continue  # keys under the prefix that gitconf never deployed: not a unit of ours
-        record = lv.record or {}
-        deployed = record.get("commit")
-        changes = plan_unit(unit, d, lv) if (d is None or d.valid) else []
-        drift = drifted_keys(lv) + [k for k, v in lv.keys.items() if v.value is NOT_ENVELOPE]
-        reason = None
-        if lv.pin is not None:
-            state = "pinned"
-            reason = lv.pin.get("reason")
-        elif d is not None and not d.valid:
-            state = "failed"
-            p = next(p for p in d.problems if p.severity == "error")
-            reason = f"{p.file}:{p.line}:{p.column} {p.code}: {p.message}"
-        elif not changes and lv.pending is None:
-            state = "in-sync"
-        elif drift:
-            state = "drifted"
-        else:
-            state = "out-of-sync"
-        out.append(UnitStatus(unit, state, deployed, target, lv.pin, len(changes),
-                              sorted(set(drift)), reason, record.get("deploy")))
-    return target, out
+
+    def observe(up: UnitPlan, drift: bool) -> None:
+        if up.verdict == "untracked":
+            return  # keys under the prefix that gitconf never deployed: not a unit of ours
+        record = up.live.record
+        rows.append(UnitStatus(up.unit, state_of(up), record.commit if record else None, target,
+                               up.live.pin, len(up.changes), drifted_keys(up.live), up.reason,
+                               record.deploy if record else None))
+
+    rec.run(Request(ref=target, full=True, dry_run=True, observe=observe, drift_policy="report"))
+    rows.sort(key=lambda r: r.unit)
+    return target, rows

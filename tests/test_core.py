@@ -10,11 +10,12 @@ import pytest
 from pyetcd import etcdrpc
 
 from gitconf.etcdstore import EtcdStore, wire_delete, wire_put, wire_txn
+from gitconf.masking import Masker, shown_change
 from gitconf.model import LiveKey, LiveUnit, Position, UnitId
-from gitconf.plan import NOT_ENVELOPE, PlanOptions, plan, plan_unit, same
-from gitconf.reconcile import LastApplied, units_touched
-from gitconf.repo_format import Values, merge_base
-from gitconf.schema import compile_compact, is_compact, is_secret
+from gitconf.plan import NOT_ENVELOPE, PlanOptions, json_equal, plan, plan_unit
+from gitconf.records import LastApplied, Pin, UnitRecord
+from gitconf.repo_format import Values, merge_base, units_touched
+from gitconf.schema import compile_compact, is_compact
 
 P = Position("f", 1, 1)
 
@@ -43,7 +44,7 @@ def test_merge_base(base: dict, env: dict, merged: dict) -> None:
     ({"a": 1, "b": 2}, {"b": 2, "a": 1}, True), ({}, [], False),
 ])
 def test_json_equality(a: object, b: object, equal: bool) -> None:
-    assert same(a, b) is equal
+    assert json_equal(a, b) is equal
 
 
 def live(**keys: object) -> LiveUnit:
@@ -69,7 +70,7 @@ def test_plan_skips_pins_fails_invalid_and_treats_foreign_bytes_as_change() -> N
     u1, u2, u3 = UnitId("a", "e"), UnitId("b", "e"), UnitId("c", "e")
     bad = DesiredUnit(u2, {}, {}, ("f",), problems=[Problem("b/e.yaml", 2, 3, "x", "broken")])
     pinned = live(x=1)
-    pinned.unit, pinned.pin = u1, {"commit": "c" * 40, "by": "me", "reason": "incident"}
+    pinned.unit, pinned.pin = u1, Pin("c" * 40, "me", "2025-01-01T00:00:00Z", "incident")
     foreign = LiveUnit(u3, {"x": LiveKey(NOT_ENVELOPE, b"raw", 7, None)})
     ok = DesiredUnit(u3, {"x": "raw"}, {}, ("f",))
     result = plan([u1, u2, u3], {u1: ok, u2: bad, u3: ok}, {u1: pinned, u3: foreign})
@@ -96,7 +97,8 @@ def test_compact_schema_compiles_to_draft_2020_12() -> None:
     assert db["properties"]["host"]["minLength"] == 1
     assert out["properties"]["token"]["writeOnly"] is True
     assert out["properties"]["tags"]["maxItems"] == 2
-    assert is_secret(frozenset({"db"}), "db.password") and not is_secret(frozenset({"d"}), "db")
+    assert Masker(frozenset({"db"})).is_secret("db.password")
+    assert not Masker(frozenset({"d"})).is_secret("db")
 
 
 @pytest.mark.parametrize(("seen", "own", "record", "now", "first"), [
@@ -109,8 +111,8 @@ def test_compact_schema_compiles_to_draft_2020_12() -> None:
 ])
 def test_first_foreign_revision(seen: int, own: list, record: int, now: int,
                                 first: int | None) -> None:
-    last = LastApplied("c", seen, own, [], [], record)
-    assert last.first_foreign(now) == first
+    last = LastApplied("c", seen, tuple((a, b) for a, b in own))
+    assert last.first_foreign(now, record) == first
 
 
 def test_changed_paths_map_to_units() -> None:
@@ -151,11 +153,12 @@ def test_pure_core_imports_no_io_library() -> None:
 
 def test_a_secret_leaving_git_stays_masked() -> None:
     """The schema that marked it is gone with it; the unit record remembers (also by prefix)."""
-    from gitconf.model import DesiredUnit, masked
+    from gitconf.model import DesiredUnit
 
     u = UnitId("s", "e")
     lv = live(**{"db.password": "hunter2", "creds.token": "t0k", "plain": 1})
-    lv.record = {"secret_keys": ["db.password", "creds"]}
+    lv.record = UnitRecord(1, "c" * 40, "v1", "git", "2025-01-01T00:00:00Z", "me", 3,
+                           ("db.password", "creds"))
     changes = plan_unit(u, DesiredUnit(u, {}, {}, ("f",)), lv)
-    shown = {c.key: masked(c).old for c in changes}
+    shown = {c.key: shown_change(c).old for c in changes}
     assert shown == {"creds.token": "***", "db.password": "***", "plain": 1}

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import CheckFailed
+from ..model import UnitId
+from ..records import DeployRecord
 from .app import (
     EtcdOpt,
     Format,
@@ -56,8 +58,8 @@ def status(
         style = STATE_STYLE.get(u.state, "")
         note = ""
         if u.pin:
-            note = (f"pinned to {str(u.pin.get('commit', ''))[:12]} by {u.pin.get('by')} at "
-                    f"{u.pin.get('at')}: {u.pin.get('reason') or ''}")
+            note = (f"pinned to {u.pin.commit[:12]} by {u.pin.by} at {u.pin.at}: "
+                    f"{u.pin.reason or ''}")
         elif u.state == "failed":
             note = u.reason or ""
         elif u.state == "drifted":
@@ -89,43 +91,44 @@ def history(
     from rich.markup import escape
     from rich.table import Table
 
-    from ..model import UnitId
-    from ..records import loads
+    from ..history import read_history
 
     unit = UnitId(service, environment)
     keys = keys_for(prefix)
     with store_for(etcd) as store:
-        kvs, _ = store.scan(keys.history_prefix(unit))
-        exists = store.get(keys.unit_record(unit)) is not None
-    if not kvs and not exists:
-        raise CheckFailed(f"no deploys of {unit} under {keys.prefix or '/'}")
-    records: list[dict[str, Any]] = [loads(kv.value) for kv in reversed(kvs)][:limit]
+        records = read_history(store, keys, unit, limit)
     if format is Format.json:
-        out_json({"service": service, "environment": environment, "deploys": records})
+        out_json({"service": service, "environment": environment,
+                  "deploys": [r.as_dict() for r in records]})
         return
     con = console()
     table = Table(box=None, show_edge=False, pad_edge=False)
     for col in ("deploy", "version", "commit", "source", "deployed by", "at", "+", "~", "-"):
         table.add_column(col)
     for r in records:
-        table.add_row(f"#{r['deploy']}", escape(str(r.get("version"))),
-                      str(r.get("commit", ""))[:12], str(r.get("source")),
-                      escape(str(r.get("deployed_by"))), str(r.get("deployed_at")),
-                      str(len(r.get("added", []))), str(len(r.get("changed", []))),
-                      str(len(r.get("deleted", []))))
+        table.add_row(f"#{r.deploy}", escape(r.version), r.commit[:12], _source_label(r),
+                      escape(r.deployed_by), r.deployed_at, str(len(r.added)),
+                      str(len(r.changed)), str(len(r.deleted)))
     con.print(table)
     if verbose:
         from .render import show
 
         for r in records:
-            con.print(f"[bold]#{r['deploy']}[/] {escape(str(r.get('subject') or ''))}")
-            for item in r.get("added", []):
-                con.print(f"  [green]+ {escape(item['key'])}[/]")
-            for item in r.get("changed", []):
-                con.print(f"  [yellow]~ {escape(item['key'])}[/]: {escape(show(item['old']))} "
-                          f"→ {escape(show(item['new']))}")
-            for item in r.get("deleted", []):
-                con.print(f"  [red]- {escape(item['key'])}[/]")
+            con.print(f"[bold]#{r.deploy}[/] {escape(r.subject or '')}")
+            for item in r.added:
+                con.print(f"  [green]+ {escape(item.key)}[/]")
+            for item in r.changed:
+                con.print(f"  [yellow]~ {escape(item.key)}[/]: {escape(show(item.old))} "
+                          f"→ {escape(show(item.new))}")
+            for item in r.deleted:
+                con.print(f"  [red]- {escape(item.key)}[/]")
+
+
+def _source_label(r: DeployRecord) -> str:
+    """The source column: drift reverts and lifted pins say so."""
+    notes = [n for n, on in (("drift reverted", r.reverted_drift), ("pin lifted", r.lifted_pin))
+             if on]
+    return r.source + (f" ({', '.join(notes)})" if notes else "")
 
 
 @app.command()
@@ -143,21 +146,20 @@ def get(
     from rich.markup import escape
 
     from ..livestate import read_unit
-    from ..model import MASK, UnitId
+    from ..masking import Masker
     from ..plan import NOT_ENVELOPE
-    from ..schema import is_secret
     from .render import show
 
     unit = UnitId(service, environment)
     keys = keys_for(prefix)
     with store_for(etcd) as store:
         live = read_unit(store, keys, unit, keep_envelopes=True)
-    secrets = frozenset((live.record or {}).get("secret_keys", ()))
+    masker = Masker.of(live.record.secret_keys if live.record else (), show=show_secrets)
 
     def visible(k: str, v: Any) -> Any:
         if v is NOT_ENVELOPE:
-            return live.keys[k].raw.decode("utf-8", "replace")
-        return MASK if is_secret(secrets, k) and not show_secrets else v
+            v = live.keys[k].raw.decode("utf-8", "replace")
+        return masker.value(k, v)
 
     if key is not None:
         lk = live.keys.get(key)

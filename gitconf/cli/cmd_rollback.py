@@ -23,7 +23,7 @@ from .app import (
     is_terminal,
     out_json,
 )
-from .context import default_prefix, reconciler_for
+from .context import default_prefix, keys_for, reconciler_for, store_for
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -143,21 +143,26 @@ def pin(
 
     Apply and the daemon skip it until `gitconf unpin`, or until a commit on top of today's
     branch head changes its files."""
+    from ..actor import default_actor
     from ..livestate import read_unit
     from ..model import UnitId
-    from ..reconcile import default_actor
-    from ..rollback import pin_record, set_pin
+    from ..pins import new_pin, set_pin
 
     unit = UnitId(service, environment)
     with reconciler_for(repo, etcd, prefix) as rec:
         live = read_unit(rec.store, rec.keys, unit)
         if live.record is None and not live.keys:
             raise CheckFailed(f"{unit} has never been deployed under {rec.keys.prefix or '/'}")
-        sha = rec.source.resolve(commit) if commit else str((live.record or {}).get("commit"))
-        record = pin_record(sha, rec.source.resolve(head), default_actor(actor), reason)
-        set_pin(rec, unit, record)
+        if commit:
+            sha = rec.source.resolve(commit)
+        elif live.record is not None:
+            sha = live.record.commit
+        else:
+            raise CheckFailed(f"{unit} has no deploy record: name the COMMIT to pin it to")
+        record = new_pin(sha, rec.source.resolve(head), default_actor(actor), reason)
+        set_pin(rec.store, rec.keys, unit, record)
     if format is Format.json:
-        out_json({"service": service, "environment": environment, "pin": record})
+        out_json({"service": service, "environment": environment, "pin": record.as_dict()})
     else:
         console().print(f"pinned {unit} to {sha[:12]}")
 
@@ -174,13 +179,15 @@ def unpin(
 ) -> None:
     """Hand a pinned unit back to apply and the daemon (the next apply converges it)."""
     from ..model import UnitId
-    from ..rollback import unpin as do_unpin
+    from ..pins import unpin as do_unpin
 
     unit = UnitId(service, environment)
-    with reconciler_for(repo, etcd, prefix) as rec:
-        old = do_unpin(rec, unit)
+    with store_for(etcd) as store:
+        old = do_unpin(store, keys_for(prefix), unit)
+    if old is None:
+        raise CheckFailed(f"{unit} is not pinned")
     if format is Format.json:
-        out_json({"service": service, "environment": environment, "unpinned": old})
+        out_json({"service": service, "environment": environment, "unpinned": old.as_dict()})
     else:
-        console().print(f"unpinned {unit} (was pinned to {str(old.get('commit'))[:12]}); "
+        console().print(f"unpinned {unit} (was pinned to {old.commit[:12]}); "
                         "run `gitconf apply` to converge it")

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..model import JSON, Change, Plan, UnitId, masked
+from ..masking import shown_change
+from ..model import JSON, Change, Plan, UnitId
 from ..reconcile import Result
 
 MAX_SHOWN = 120
@@ -64,7 +65,7 @@ def render_plan(con: Console, plan: Plan, show_secrets: bool) -> None:
         counts = _counts(up.changes)
         con.print(f"[bold]{up.unit}[/]  [dim]{counts}[/]")
         for c in up.changes:
-            render_change(con, masked(c, show_secrets))
+            render_change(con, shown_change(c, show_secrets))
     render_skipped_failed(con, plan)
 
 
@@ -94,7 +95,7 @@ def plan_json(result: Result, show_secrets: bool) -> dict[str, Any]:
         units.append({
             "service": up.unit.service, "environment": up.unit.environment,
             "changes": [{"key": c.key, "op": c.op, "old": c.old, "new": c.new}
-                        for c in (masked(ch, show_secrets) for ch in up.changes)],
+                        for c in (shown_change(ch, show_secrets) for ch in up.changes)],
         })
     return {"ref": result.ref, "commit": result.commit.sha, "version": result.commit.version,
             "units": units, "skipped": _pairs(result.plan.skipped),

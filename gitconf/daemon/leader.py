@@ -14,16 +14,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from pyetcd import etcdrpc
-
 from ..errors import EtcdError
-from ..etcdstore import EtcdStore
+from ..store import Store
 
 log = logging.getLogger("gitconf.daemon")
 
 
 class LeaderElection:
-    def __init__(self, store: EtcdStore, key: bytes, identity: str, ttl: int,
+    def __init__(self, store: Store, key: bytes, identity: str, ttl: int,
                  on_change: Callable[[bool], None], on_etcd: Callable[[bool], None]):
         self.store = store
         self.key = key
@@ -57,9 +55,8 @@ class LeaderElection:
     def _campaign(self) -> None:
         lease = self.store.lease_grant(self.ttl)
         value = json.dumps({"identity": self.identity, "since": time.time()}).encode()
-        cmp = etcdrpc.Compare(result=etcdrpc.Compare.EQUAL, target=etcdrpc.Compare.CREATE,
-                              key=self.key, create_revision=0)
-        res = self.store.txn([cmp], [self.store.op_put(self.key, value, lease=lease)])
+        absent = self.store.cmp_created(self.key, 0)
+        res = self.store.txn([absent], [self.store.op_put(self.key, value, lease=lease)])
         if res.succeeded:
             self.lease, self.revision = lease, res.revision
             self._set(True)

@@ -1,0 +1,171 @@
+"""What wakes the reconcile loop, besides its poll interval: writes to etcd by anyone else
+(drift, relayed webhooks) and new commits or edited files of a local repository.
+
+Every trigger sets the same `Wakeup`; the loop decides what to do. The etcd watch keeps the
+revisions it saw so that the loop can tell its own writes from someone else's: a cycle whose
+branch did not move and that saw no foreign write does no work.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..etcdstore import EtcdStore
+from ..gitsource import GitSource
+from ..records import Keys
+
+log = logging.getLogger("gitconf.daemon")
+
+
+class Wakeup:
+    """Shared between the triggers and the loop: `force` asks for a full cycle (fetch and
+    reconcile even if nothing seems to have moved), `event` wakes the loop's sleep."""
+
+    def __init__(self) -> None:
+        self.force = True  # the first cycle always runs
+        self.event = threading.Event()
+        self.lock = threading.Lock()
+        self.foreign: set[int] = set()  # revisions of writes seen by the etcd watch
+        self.own: set[int] = set()  # revisions of our own writes
+
+    def wake(self, force: bool = False) -> None:
+        if force:
+            self.force = True
+        self.event.set()
+
+    def take_force(self) -> bool:
+        forced, self.force = self.force, False
+        return forced
+
+    def take_foreign(self) -> set[int]:
+        with self.lock:
+            foreign = self.foreign - self.own
+            self.foreign.clear()
+        return foreign
+
+    def record_own(self, revisions: list[int], watched_up_to: int) -> None:
+        """Our writes' revisions: events of them that arrived before we knew them are dropped
+        now; after that, revisions the watch has already delivered can match no event, and a
+        daemon that runs for months must not keep every revision it ever wrote."""
+        with self.lock:
+            self.own.update(revisions)
+            self.foreign -= self.own
+            self.own = {r for r in self.own if r >= watched_up_to}
+
+
+class EtcdWatch:
+    """A watch on the whole prefix from the last revision seen; restarted after errors from
+    where it stopped (or from now, when that history is gone)."""
+
+    def __init__(self, store: EtcdStore, keys: Keys, wakeup: Wakeup,
+                 on_trigger: Callable[[bytes], None]):
+        self.store = store
+        self.keys = keys
+        self.wakeup = wakeup
+        self.on_trigger = on_trigger
+        self.broken = True
+        self.watched_from = 0  # the next revision the watch will deliver
+        self._id: Any = None
+
+    def start(self) -> None:
+        if self._id is not None:
+            self.store.cancel_watch(self._id)
+        start = self.watched_from or self.store.revision() + 1
+        self._id = self.store.watch_prefix(self.keys.root_b, start, self._callback)
+        self.watched_from = start
+        self.broken = False
+
+    def stop(self) -> None:
+        if self._id is not None:
+            self.store.cancel_watch(self._id)
+            self._id = None
+
+    def _callback(self, resp: Any) -> None:
+        if isinstance(resp, Exception):
+            log.warning("etcd watch interrupted: %s", resp)
+            self.broken = True
+            self.wakeup.wake(force=True)
+            return
+        quiet = (self.keys.last_applied, self.keys.leader)
+        wake = False
+        with self.wakeup.lock:
+            for ev in resp.events:
+                rev = ev.mod_revision
+                self.watched_from = max(self.watched_from, rev + 1)
+                if ev.key == self.keys.trigger:
+                    self.on_trigger(ev.value)
+                    wake = True
+                elif ev.key not in quiet and rev not in self.wakeup.own:
+                    self.wakeup.foreign.add(rev)
+                    wake = True
+        if wake:
+            self.wakeup.event.set()
+
+
+class FileWatch:
+    """New commits on a local repository (and, with --worktree, edited files), debounced."""
+
+    def __init__(self, source: GitSource, worktree: bool, wakeup: Wakeup, debounce: float = 0.2):
+        self.git_dir = str(source.git_dir)
+        self.work = str(source.work_tree) if worktree and source.work_tree else None
+        self.wakeup = wakeup
+        self.debounce = debounce
+        self._timer: threading.Timer | None = None
+        self._observer: Any = None
+
+    def relevant(self, path: str) -> bool:
+        if path.startswith(self.git_dir):
+            rel = path[len(self.git_dir):].lstrip("/")
+            return rel.startswith(("refs/", "packed-refs", "HEAD"))
+        return bool(self.work) and path.startswith(str(self.work)) and \
+            "/.git" not in path[len(str(self.work)):]
+
+    def start(self) -> None:
+        from watchdog.events import (
+            DirCreatedEvent,
+            DirDeletedEvent,
+            DirMovedEvent,
+            FileClosedEvent,
+            FileCreatedEvent,
+            FileDeletedEvent,
+            FileModifiedEvent,
+            FileMovedEvent,
+            FileSystemEvent,
+            FileSystemEventHandler,
+        )
+        from watchdog.observers import Observer
+
+        watch = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                paths = (str(event.src_path), str(getattr(event, "dest_path", "") or ""))
+                if any(p and watch.relevant(p) for p in paths):
+                    watch._debounced()
+
+        # only what signals a change: the default filter overflows the kernel's queue on
+        # large trees and loses real events (DEPENDENCY-FACTS.md)
+        kinds: list[type[FileSystemEvent]] = [
+            FileCreatedEvent, FileModifiedEvent, FileDeletedEvent, FileMovedEvent,
+            FileClosedEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent]
+        observer = Observer()
+        observer.schedule(Handler(), self.git_dir, recursive=True, event_filter=kinds)
+        if self.work:
+            observer.schedule(Handler(), self.work, recursive=True, event_filter=kinds)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+
+    def _debounced(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = threading.Timer(self.debounce, self.wakeup.wake, kwargs={"force": True})
+        self._timer.daemon = True
+        self._timer.start()

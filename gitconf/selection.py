@@ -1,0 +1,172 @@
+"""Incremental selection (SPEC §4): which units a pass must look at, from what changed since
+the last applied commit.
+
+The units looked at are those whose files changed since the last applied commit, those left
+unconverged by earlier runs, and those whose keys someone else wrote or deleted since gitconf
+last looked. When every revision since then is one of gitconf's own transactions nothing is
+read at all; otherwise etcd's history of those revisions is replayed with a watch (puts and
+deletes alike); when that history has been compacted away, the pass looks at every unit. The
+cost therefore follows what changed, not the repository's size. docs/etcd-layout.md tells the
+whole story of `_system/last-applied`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import GitconfError
+from .etcdstore import EtcdStore
+from .gitsource import GitSource
+from .model import UnitId
+from .records import Keys, LastApplied, RecordError, unit_name
+from .repo_format import Layout, affects_everything, units_touched
+
+MAX_OWN_INTERVALS = 512
+
+
+@dataclass
+class Selection:
+    """What one pass looks at, and what it knows about why a unit differs from Git."""
+
+    units: set[UnitId] | None  # None: every unit (a full pass)
+    seen: int  # every write up to this revision has been examined
+    from_git: set[UnitId] | None = None  # units whose files changed (None: unknown, so all)
+    unconverged: set[UnitId] = field(default_factory=set)  # left unequal by earlier runs
+    reported: set[UnitId] = field(default_factory=set)  # drift left in place by policy
+
+    def is_drift(self, unit: UnitId) -> bool:
+        """A difference in a unit that Git did not change and that an earlier run left
+        converged was made by someone else. This needs no etcd history, so it holds in a full
+        pass and after a compaction too."""
+        if self.from_git is None or unit in self.from_git:
+            return False
+        return unit in self.reported or unit not in self.unconverged
+
+
+@dataclass
+class Previous:
+    """`_system/last-applied` as read, with the revision its guarded rewrite compares."""
+
+    record: LastApplied | None
+    mod_revision: int = 0
+
+
+def read_previous(store: EtcdStore, keys: Keys) -> Previous:
+    kv = store.get(keys.last_applied)
+    if kv is None:
+        return Previous(None)
+    try:
+        return Previous(LastApplied.from_json(kv.value), kv.mod_revision)
+    except RecordError:
+        # unreadable: behave as on a first run (full pass), but keep the revision so the
+        # rewrite still guards against a concurrent writer
+        return Previous(None, kv.mod_revision)
+
+
+def select(source: GitSource, store: EtcdStore, keys: Keys, target: str, layout: Layout,
+           prev: Previous, full: bool) -> Selection:
+    """Units to look at (incremental unless `full` or etcd's history is gone), with what is
+    known about Git's changes for telling drift apart."""
+    now = store.revision()
+    last = prev.record
+    if last is None:
+        return Selection(None, now)
+    sel = Selection(None, now, _changed_by_git(source, last.commit, target, layout),
+                    last.unconverged_units(), last.drifted_units())
+    if full or sel.from_git is None:
+        return sel
+    units = sel.from_git | sel.unconverged
+    first = last.first_foreign(now, prev.mod_revision)
+    if first is not None:
+        found = _foreign_writes(store, keys, last, first, now)
+        if found is None:
+            return sel  # history compacted (or unreadable): look at all
+        units |= found
+    sel.units = units
+    return sel
+
+
+def _changed_by_git(source: GitSource, last: str, target: str, layout: Layout,
+                    ) -> set[UnitId] | None:
+    """Units whose files differ between the last applied commit and the target; None when
+    that cannot be told (the commit is unknown after a force-push, or settings or shared
+    schemas changed, which may change every unit)."""
+    try:
+        changed = source.changed_paths(last, target)
+    except GitconfError:
+        return None
+    if any(affects_everything(p) for p in changed):
+        return None
+
+    def envs_of(service: str) -> Iterable[str]:
+        files = layout.services.get(service)
+        return files.envs if files else ()
+
+    return units_touched(changed, envs_of)
+
+
+def _foreign_writes(store: EtcdStore, keys: Keys, last: LastApplied, first: int, now: int,
+                    ) -> set[UnitId] | None:
+    """Units touched by someone else's writes in [first, now]. None when etcd's history no
+    longer reaches back that far."""
+    changes = store.changes_since(keys.root_b, first, now)
+    if changes is None:
+        return None
+    units: set[UnitId] = set()
+    for ch in changes:
+        if last.is_own(ch.mod_revision) or ch.key == keys.last_applied:
+            continue
+        parsed = keys.parse_data_key(ch.key)
+        if parsed is not None:
+            units.add(parsed[0])
+            continue
+        rec = keys.parse_unit_record_key(ch.key)
+        if rec is not None and rec[0] in ("units", "pending", "pins", "overrides"):
+            units.add(rec[1])
+    return units
+
+
+def intervals(revisions: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    """Revisions as closed intervals: gitconf's own writes are few runs of consecutive
+    revisions."""
+    out: list[list[int]] = []
+    for r in sorted(set(revisions)):
+        if out and r == out[-1][1] + 1:
+            out[-1][1] = r
+        else:
+            out.append([r, r])
+    return tuple((a, b) for a, b in out)
+
+
+@dataclass
+class Outcome:
+    """What a pass leaves for the next one to know."""
+
+    target: str
+    seen: int
+    own: list[int]
+    unconverged: set[UnitId]
+    drifted: set[UnitId]
+    moved: bool  # the pass looked at units of a commit other than the last applied one
+
+
+def write_previous(store: EtcdStore, keys: Keys, prev: Previous, out: Outcome,
+                   fence: list[Any], at: str) -> int:
+    """Rewrite `last-applied` when the pass wrote anything or what it must remember changed;
+    an apply with nothing to do writes nothing at all. Returns the write's revision (0: none)."""
+    last = prev.record
+    unconverged = tuple(sorted(unit_name(u) for u in out.unconverged))
+    drifted = tuple(sorted(unit_name(u) for u in out.drifted))
+    if (not out.own and last is not None and not out.moved
+            and tuple(sorted(last.unconverged)) == unconverged
+            and tuple(sorted(last.drifted)) == drifted):
+        return 0
+    own = intervals(out.own)
+    if len(own) > MAX_OWN_INTERVALS:  # too fragmented: re-examine them next time
+        own = ()
+    record = LastApplied(out.target, out.seen, own, unconverged, drifted, at)
+    res = store.txn([*fence, store.cmp_mod(keys.last_applied, prev.mod_revision)],
+                    [store.op_put(keys.last_applied, record.to_json())])
+    return res.revision if res.succeeded else 0

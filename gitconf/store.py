@@ -1,0 +1,210 @@
+"""What gitconf needs from etcd, as an interface: the `Store` protocol and the values it speaks.
+
+The core (livestate, deploy, reconcile, the daemon) talks to a `Store`; `etcdstore.EtcdStore` is
+the implementation over etcd's gRPC API and the only module that imports `pyetcd` or `grpc`.
+Compares and operations are opaque here: a caller builds them with the store's own builders
+(`cmp_mod`, `op_put`, `wire_put`, ...) and passes them back to that store's transactions.
+Nothing in this module imports a client library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple, NewType, Protocol
+
+# Opaque values: made by a store's builders, only ever handed back to the same store.
+Compare = NewType("Compare", object)  # a guard of a transaction (`cmp_mod`, `cmp_created`, ...)
+Op = NewType("Op", object)  # an operation of `txn` (`op_put`, `op_get`, `op_range_prefix`, ...)
+PendingTxn = NewType("PendingTxn", object)  # a transaction in flight (`txn_start`)
+WatchId = NewType("WatchId", object)  # a watch to cancel (`watch_prefix`)
+# Operations of the encoded hot path (`wire_put`, `wire_delete`) are plain `bytes`: the deployer
+# adds up their lengths to stay under the server's request size limit.
+
+WatchScope = Literal["keyspace", "prefix", "auto"]
+
+
+class KV(NamedTuple):
+    key: bytes
+    value: bytes
+    mod_revision: int
+    create_revision: int
+
+
+class KeyEvent(NamedTuple):
+    """A put (or delete) of one key, at the revision of the transaction that made it."""
+
+    key: bytes
+    mod_revision: int
+    deleted: bool
+
+
+Change = KeyEvent  # its former name; `model.Change` is a planned change, not this
+
+
+@dataclass
+class WatchBatch:
+    """What a watch callback receives: the events of one response (one etcd transaction's
+    events arrive together), and the revision the server was at."""
+
+    events: list[KeyEvent]
+    revision: int
+
+
+@dataclass
+class RangeResult:
+    kvs: list[KV]
+    count: int
+    more: bool
+    revision: int
+
+
+@dataclass
+class TxnResult:
+    """A transaction's outcome. `responses` are the store's own objects, one per operation of
+    the branch that ran: read them with `ranges()`, never directly."""
+
+    succeeded: bool
+    revision: int
+    responses: list[Any] = field(default_factory=list)
+
+    def ranges(self) -> list[list[KV]]:
+        """Each operation's key-values, in order: what an `op_get`/`op_range_prefix` found
+        (an empty list for a put or a delete)."""
+        return [_response_kvs(r) for r in self.responses]
+
+
+def _response_kvs(resp: Any) -> list[KV]:
+    if isinstance(resp, list):  # a store that answers with KV lists already (memstore)
+        return resp
+    return [KV(kv.key, kv.value, kv.mod_revision, kv.create_revision)
+            for kv in resp.response_range.kvs]
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The end of the range of keys starting with `prefix` (etcd's `range_end` for a prefix)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"  # every key: the prefix was empty or all 0xff
+
+
+# -- encoded operations: etcd's `RequestOp` protobuf, written by hand -------------------------
+# The deployer's hot path: ~100,000 puts are encoded once each, straight to bytes, with no message
+# object per put. Every store takes operations in this form (`Store.txn_start`, `txn_wire`).
+
+
+def varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def wire_put(key: bytes, value: bytes, lease: int = 0) -> bytes:
+    """`RequestOp{request_put: PutRequest{key, value, lease}}` as bytes."""
+    body = b"\x0a" + varint(len(key)) + key + b"\x12" + varint(len(value)) + value
+    if lease:
+        body += b"\x18" + varint(lease)
+    return b"\x12" + varint(len(body)) + body
+
+
+def wire_delete(key: bytes) -> bytes:
+    """`RequestOp{request_delete_range: DeleteRangeRequest{key}}` as bytes."""
+    body = b"\x0a" + varint(len(key)) + key
+    return b"\x1a" + varint(len(body)) + body
+
+
+class Store(Protocol):
+    """A connection to the key-value store. Errors are `gitconf.errors.EtcdError` subclasses
+    carrying the server's text; see `etcdstore.map_etcd_errors` for the table."""
+
+    # -- reads ---------------------------------------------------------------------------------
+    def revision(self, within: bytes | None = None) -> int:
+        """The store's current revision; `within` reads it from a key under that prefix (for
+        users whose role grants only the prefix)."""
+        ...
+
+    def get(self, key: bytes) -> KV | None: ...
+
+    def range(self, start: bytes, end: bytes | None = None, *, keys_only: bool = False,
+              count_only: bool = False, min_mod_revision: int = 0, limit: int = 0,
+              revision: int = 0, serializable: bool = False) -> RangeResult: ...
+
+    def scan(self, prefix: bytes, *, keys_only: bool = False, min_mod_revision: int = 0,
+             page: int = 20_000) -> tuple[list[KV], int]:
+        """Every key under `prefix` at one revision, and that revision."""
+        ...
+
+    def count(self, prefix: bytes, end: bytes | None = None) -> tuple[int, int]: ...
+
+    def changes_since(self, prefix: bytes, start_revision: int, until_revision: int,
+                      timeout: float = 10.0, *, scope: WatchScope = "keyspace",
+                      ) -> list[KeyEvent] | None:
+        """Every put and delete under `prefix` in [start, until]; None when unknown."""
+        ...
+
+    # -- transactions and writes ---------------------------------------------------------------
+    def txn(self, compares: Sequence[Compare], success: Sequence[Op],
+            failure: Sequence[Op] = ()) -> TxnResult: ...
+
+    def txn_start(self, compares: Sequence[Compare], ops: Sequence[bytes]) -> PendingTxn: ...
+
+    def txn_finish(self, started: PendingTxn) -> TxnResult: ...
+
+    def txn_wire(self, compares: Sequence[Compare], ops: Sequence[bytes]) -> TxnResult: ...
+
+    def put(self, key: bytes, value: bytes, lease: int = 0) -> int: ...
+
+    def delete(self, key: bytes) -> int: ...
+
+    # -- builders ------------------------------------------------------------------------------
+    def cmp_mod(self, key: bytes, mod_revision: int) -> Compare:
+        """`mod_revision(key) == rev`; 0: the key does not exist."""
+        ...
+
+    def cmp_range_unchanged(self, prefix: bytes, revision: int) -> Compare:
+        """No key under `prefix` was created or modified after `revision`."""
+        ...
+
+    def cmp_created(self, key: bytes, create_revision: int) -> Compare:
+        """`create_revision(key) == rev`; 0: the key does not exist (leader election)."""
+        ...
+
+    def op_put(self, key: bytes, value: bytes, lease: int = 0) -> Op: ...
+
+    def op_delete(self, key: bytes) -> Op: ...
+
+    def op_get(self, key: bytes) -> Op: ...
+
+    def op_range_prefix(self, prefix: bytes) -> Op: ...
+
+    def wire_put(self, key: bytes, value: bytes, lease: int = 0) -> bytes: ...
+
+    def wire_delete(self, key: bytes) -> bytes: ...
+
+    # -- leases and watches --------------------------------------------------------------------
+    def lease_grant(self, ttl: int) -> int: ...
+
+    def lease_keepalive(self, lease_id: int) -> int:
+        """Refresh once; the remaining TTL (0: the lease is gone)."""
+        ...
+
+    def lease_revoke(self, lease_id: int) -> None: ...
+
+    def watch_prefix(self, prefix: bytes, start_revision: int,
+                     callback: Callable[[WatchBatch | Exception], None]) -> WatchId:
+        """Call `callback` with each `WatchBatch` under `prefix` from `start_revision`; an
+        error (an `EtcdError`) ends the watch and is passed to the callback."""
+        ...
+
+    def cancel_watch(self, watch_id: WatchId) -> None: ...
+
+    def close(self) -> None: ...
