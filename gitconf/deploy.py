@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import EtcdError
-from .etcdstore import EtcdStore, TxnResult, TxnTooLarge, wire_delete, wire_put
 from .gitsource import CommitInfo
 from .masking import MASK
 from .model import JSON, Change, DeploySource, UnitId, UnitPlan
@@ -38,6 +37,7 @@ from .records import (
     encode_envelope,
     envelope_from_json,
 )
+from .store import Store, TxnResult, TxnTooLarge, wire_delete, wire_put
 
 DEFAULT_MAX_OPS = 128
 DEFAULT_MAX_BYTES = 1_572_864
@@ -154,7 +154,7 @@ def _merge_pending(pending: DeployRecord, now: ChangeLists) -> ChangeLists:
 class Deployer:
     """Writes unit plans; `submit()` as plans come, `finish()` to wait and settle conflicts."""
 
-    def __init__(self, store: EtcdStore, ctx: DeployContext,
+    def __init__(self, store: Store, ctx: DeployContext,
                  replan: Callable[[UnitPlan], UnitPlan | None],
                  progress: Callable[[int], None] | None = None):
         self.store = store

@@ -33,11 +33,16 @@ from .store import (
     KV,
     Change,
     Compare,
+    EtcdAuthFailed,
+    EtcdCompacted,
+    EtcdNoSpace,
+    EtcdPermissionDenied,
     KeyEvent,
     Op,
     PendingTxn,
     RangeResult,
     TxnResult,
+    TxnTooLarge,
     WatchBatch,
     WatchId,
     WatchScope,
@@ -63,27 +68,7 @@ MAX_RECEIVE = 256 * 1024 * 1024
 T = TypeVar("T")
 
 
-# -- errors ------------------------------------------------------------------------------------
-
-
-class TxnTooLarge(EtcdError):
-    """The server refused a transaction for its size; the caller splits it and tries again."""
-
-
-class EtcdPermissionDenied(EtcdError):
-    """The user's role does not grant the key or range (exit 2)."""
-
-
-class EtcdAuthFailed(EtcdError):
-    """Wrong or missing user/password, or a token etcd no longer accepts (exit 2)."""
-
-
-class EtcdNoSpace(EtcdError):
-    """etcd raised its NOSPACE alarm: only reads and deletes work until an operator acts."""
-
-
-class EtcdCompacted(EtcdError):
-    """The revision asked for was compacted away."""
+# -- errors: one table from what pyetcd/grpc raise to ours (the classes are in store.py) ---------
 
 
 _FAILOVER = "failover"  # another member (or the same one, later) may answer
@@ -178,7 +163,10 @@ def _rule_for(exc: BaseException) -> _Rule | None:
 
 
 def _render(rule: _Rule, exc: BaseException, op: str, subject: Subject, where: str) -> str:
-    about = subject() if callable(subject) else subject
+    try:
+        about = subject() if callable(subject) else subject
+    except Exception:  # describing the keys must never hide the error itself
+        about = None
     return rule.message.format(text=_text_of(exc), op=op, subject=about or "its keys",
                                where=f"etcd at {where}" if where else "etcd")
 
@@ -635,7 +623,7 @@ class _LeasesWatches(_Connection):
                 callback(mapped if mapped is not None else EtcdError(f"etcd: {resp}"))
             else:
                 callback(WatchBatch([KeyEvent(ev.key, ev.mod_revision,
-                                              isinstance(ev, DeleteEvent))
+                                              isinstance(ev, DeleteEvent), ev.value)
                                      for ev in resp.events], resp.header.revision))
 
         return WatchId(self._call(lambda c: c.add_watch_prefix_callback(
@@ -722,7 +710,7 @@ def _collect(stream: Any, prefix: bytes, until: int, trust_progress: bool,
         for ev in events:  # one revision's events never span two responses
             kv = ev.kv
             if kv.mod_revision <= until and kv.key.startswith(prefix):
-                changes.append(KeyEvent(kv.key, kv.mod_revision, ev.type == _DELETE))
+                changes.append(KeyEvent(kv.key, kv.mod_revision, ev.type == _DELETE, kv.value))
         if events[-1].kv.mod_revision >= until:
             return changes  # (a)
         if resp.header.revision >= until and _whole_batch(events):

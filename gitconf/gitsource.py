@@ -3,6 +3,38 @@
 
 Plain subprocesses are the fastest way here (DEPENDENCY-FACTS.md: ls-tree + one cat-file batch
 reads 30,000 files in ~0.3 s, GitPython takes 1-4 s) and hold no state a daemon could leak.
+
+Every `git` process of gitconf starts here: `run_git` (one command, output captured, like
+pre-commit's `cmd_output_b`) or `start_git` (a streaming process, for `cat-file --batch`). Both
+build the command and environment the same way:
+- `GIT_TERMINAL_PROMPT=0` (fail rather than wait for a password), `LC_ALL=C` (messages that
+  can be parsed), stdin closed unless input is given;
+- `core.hooksPath=/dev/null`: no hook of the user (global or repository) runs in gitconf's own
+  operations;
+- inherited `GIT_*` variables that redirect git (`GIT_DIR`, `GIT_INDEX_FILE`, ... as set inside a
+  hook) are dropped; those that configure transport (`GIT_SSH_COMMAND`, `GIT_SSL_CAINFO`,
+  `GIT_CONFIG_*`, ...) are kept;
+- a failure raises `GitError` with the first meaningful line of git's stderr, credentials
+  redacted.
+
+Credentials never reach a URL that git sees, an argv (visible in `ps`), a config file or a
+message. For an http(s) remote, gitconf takes, in this order:
+1. the user-info of the URL given (`https://user:TOKEN@host/r.git`; with a user name alone,
+   `https://TOKEN@host/...` or `https://alice@host/...`, the user's own credential helpers are
+   asked first for that user, then the name is sent with an empty password, which GitHub
+   accepts for a token);
+2. `GITCONF_GIT_TOKEN`, with the user name `GITCONF_GIT_USERNAME` (default `x-access-token`,
+   which GitHub accepts for any token);
+3. `GITHUB_TOKEN`, only for `github.com` and the host of `GITHUB_SERVER_URL`.
+git receives the URL without user-info, and the credential through a credential helper set in
+the environment (`GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`, scoped to the remote's scheme and host,
+replacing the user's helpers for that host when a secret is given) that prints two environment
+variables of the git process (`GITCONF_CRED_USERNAME`, `GITCONF_CRED_PASSWORD`): so the secret
+is sent only when that server asks for it, never to another host a redirect names. ssh URLs
+keep their user name (ssh needs it; it is no secret) and lose any password. The cache
+directory of a URL is named by the hash of the URL without user-info (a cache that an older
+version named by the full URL, with the token in its config, is deleted). `redact()` removes
+user-info from any URL in a text (for logs).
 """
 
 from __future__ import annotations
@@ -10,23 +42,283 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 import threading
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import GitError, UnknownRef
+from .trees import Refused, RefusedFile, special_entry, symlink_entry
 
 URL_RE = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")
 _EMAIL_RE = re.compile(r"<([^<>]+)>")
+_USERINFO_RE = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#]*@")
+GIT_TIMEOUT = 600.0
+
+# -- redaction and credentials ------------------------------------------------------------------
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with the user-info of every URL in it replaced by `***` (`https://***@host/r.git`),
+    and each of `secrets` too."""
+    text = _USERINFO_RE.sub(r"\1***@", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+# git runs a helper starting with `!` as a shell snippet with the operation (`get`, `store`,
+# `erase`) appended; only `get` answers. The values stay in the environment of the git process.
+_HELPER = ("!f() { test \"$1\" = get || exit 0; printf 'username=%s\\npassword=%s\\n' "
+           "\"$GITCONF_CRED_USERNAME\" \"$GITCONF_CRED_PASSWORD\"; }; f")
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A user name and secret for one `scheme://host[:port]`, handed to git by environment.
+    With a password (or a token from the environment) gitconf's helper is the only one asked
+    for that host; a URL with a user name alone (`https://alice@host/`, `https://TOKEN@host/`)
+    lets the user's own helpers answer first, with that user name, and ours last (empty
+    password: GitHub takes a token as the user name)."""
+
+    scope: str
+    username: str = field(repr=False)
+    password: str = field(repr=False)
+    exclusive: bool = True
+
+    def config(self) -> list[tuple[str, str]]:
+        key = f"credential.{self.scope}.helper"
+        reset = [(key, "")] if self.exclusive else []  # an empty value drops earlier helpers
+        return [*reset, (key, _HELPER)]
+
+    def env(self) -> dict[str, str]:
+        return {"GITCONF_CRED_USERNAME": self.username, "GITCONF_CRED_PASSWORD": self.password}
+
+    def secrets(self) -> tuple[str, ...]:
+        # the user name is a secret too when it may carry the token (`https://TOKEN@host/`)
+        return (self.password,) if self.password else (self.username,)
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A remote as git sees it (`url`: no password, no token), as people see it (`shown`), and
+    the credential to use with it."""
+
+    url: str
+    shown: str
+    credential: Credential | None = None
+
+
+def remote_of(url: str) -> Remote:
+    """Split the credential out of a remote URL or path (see the module docstring)."""
+    try:
+        parts = urlsplit(url) if "://" in url else None
+    except ValueError:  # a malformed URL: git will say what is wrong with it
+        parts = None
+    if parts is None or not parts.scheme:
+        return Remote(url, redact(url))
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    scheme = parts.scheme.lower()
+    if scheme in ("ssh", "git+ssh", "ssh+git"):
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}@{hostport}" if at and user else hostport
+        return Remote(urlunsplit(parts._replace(netloc=netloc)), redact(url))
+    stripped = urlunsplit(parts._replace(netloc=hostport))
+    if scheme not in ("http", "https"):
+        return Remote(stripped, redact(url))
+    scope = f"{scheme}://{hostport}"
+    cred: Credential | None = None
+    if at:
+        user, _, password = userinfo.partition(":")
+        cred = Credential(scope, unquote(user), unquote(password), exclusive=bool(password))
+    else:
+        cred = _env_credential(scope, parts.hostname or "")
+    if cred is not None and any(c in s for s in (cred.username, cred.password) for c in "\r\n\0"):
+        raise GitError(f"{redact(url)}: the credential contains a line break")
+    return Remote(stripped, redact(url), cred)
+
+
+def _env_credential(scope: str, host: str) -> Credential | None:
+    token = os.environ.get("GITCONF_GIT_TOKEN")
+    if token:
+        return Credential(scope, os.environ.get("GITCONF_GIT_USERNAME") or "x-access-token", token)
+    token = os.environ.get("GITHUB_TOKEN")
+    server = urlsplit(os.environ.get("GITHUB_SERVER_URL") or "https://github.com").hostname
+    if token and host.lower() in {"github.com", (server or "").lower()}:
+        return Credential(scope, "x-access-token", token)
+    return None
+
+
+# -- the one way to run git ---------------------------------------------------------------------
+
+# inherited GIT_* variables kept: they configure transport or config, not which repository
+_KEEP_GIT_ENV = frozenset({
+    "GIT_EXEC_PATH", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT", "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH", "GIT_SSL_NO_VERIFY", "GIT_SSL_CERT", "GIT_SSL_KEY",
+    "GIT_HTTP_PROXY_AUTHMETHOD", "GIT_PROXY_SSL_CAINFO", "GIT_ALLOW_PROTOCOL", "GIT_ASKPASS",
+    "GIT_CONFIG_NOSYSTEM", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_CONFIG_COUNT",
+    "GIT_CONFIG_PARAMETERS", "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM",
+    "GIT_HTTP_USER_AGENT", "GIT_PROTOCOL_FROM_USER",
+})
+BASE_CONFIG = (("core.hooksPath", os.devnull),)
+
+
+@dataclass(frozen=True)
+class GitResult:
+    returncode: int
+    stdout: bytes
+    stderr: str  # decoded and redacted
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "surrogateescape")
+
+
+def git_env(extra: Mapping[str, str] | None = None,
+            credential: Credential | None = None) -> dict[str, str]:
+    """The environment of every git process: see the module docstring."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("GIT_") or k in _KEEP_GIT_ENV
+           or k.startswith(("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_"))}
+    env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C")
+    env.pop("LANGUAGE", None)
+    if extra:
+        env.update(extra)
+    if credential is not None:
+        try:
+            n = int(env.get("GIT_CONFIG_COUNT") or 0)
+        except ValueError:
+            n = 0
+        for i, (key, value) in enumerate(credential.config(), start=n):
+            env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+        env["GIT_CONFIG_COUNT"] = str(n + len(credential.config()))
+        env.update(credential.env())
+    return env
+
+
+def git_command(args: Sequence[str], git_dir: Path | str | None = None,
+                config: Iterable[tuple[str, str]] = ()) -> list[str]:
+    cmd = ["git"]
+    for key, value in (*BASE_CONFIG, *config):
+        cmd += ["-c", f"{key}={value}"]
+    if git_dir is not None:
+        cmd.append(f"--git-dir={git_dir}")
+    return [*cmd, *args]
+
+
+def run_git(args: Sequence[str], *, cwd: Path | str | None = None,
+            git_dir: Path | str | None = None, input: bytes | None = None,
+            env: Mapping[str, str] | None = None, config: Iterable[tuple[str, str]] = (),
+            credential: Credential | None = None, what: str | None = None,
+            ok: Collection[int] = (0,), timeout: float = GIT_TIMEOUT) -> GitResult:
+    """Run one git command and return its output; `GitError` (first meaningful stderr line,
+    credentials redacted) when its exit status is not in `ok`."""
+    cmd = git_command(args, git_dir, config)
+    what = what or f"git {args[0]}"
+    secrets = credential.secrets() if credential else ()
+    try:
+        res = subprocess.run(cmd, cwd=cwd, input=input, capture_output=True, timeout=timeout,
+                             env=git_env(env, credential),
+                             stdin=subprocess.DEVNULL if input is None else None)
+    except subprocess.TimeoutExpired:
+        raise GitError(f"{what} timed out after {timeout:.0f}s") from None
+    except OSError as exc:
+        raise _spawn_error(exc, cwd, what) from None
+    stderr = redact(res.stderr.decode("utf-8", "replace"), secrets)
+    if res.returncode not in ok:
+        raise GitError(f"{what} failed: {first_line(stderr) or f'exit {res.returncode}'}")
+    return GitResult(res.returncode, res.stdout, stderr)
+
+
+class GitStream:
+    """A running git process with pipes to stdin and stdout (stderr kept in a file, so that it
+    can neither fill up nor mix in), built like `run_git`'s."""
+
+    def __init__(self, args: Sequence[str], git_dir: Path | str | None, what: str):
+        self.what = what
+        self._err: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        try:
+            self.proc = subprocess.Popen(git_command(args, git_dir), env=git_env(),
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self._err)
+        except OSError as exc:
+            self._err.close()
+            raise _spawn_error(exc, None, what) from None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.stdin: IO[bytes] = self.proc.stdin
+        self.stdout: IO[bytes] = self.proc.stdout
+
+    def error(self, detail: str) -> GitError:
+        """Stop the process and describe what went wrong, with git's own words if it has any."""
+        self._stop()
+        self._err.seek(0)
+        said = first_line(redact(self._err.read().decode("utf-8", "replace")))
+        self._err.close()
+        return GitError(f"{self.what} failed: {said or detail}")
+
+    def close(self) -> None:
+        self._stop()
+        self._err.close()
+
+    def _stop(self) -> None:
+        for pipe in (self.stdin, self.stdout):
+            try:
+                pipe.close()
+            except (OSError, ValueError):
+                pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_git(args: Sequence[str], git_dir: Path | str | None = None,
+              what: str | None = None) -> GitStream:
+    """Start a streaming git process (same command line and environment rules as `run_git`)."""
+    return GitStream(args, git_dir, what or f"git {args[0]}")
+
+
+def first_line(stderr: str) -> str:
+    """The line of git's stderr that says what went wrong: the first `fatal:`/`error:` line,
+    else the first that is not a hint or progress, without its prefix."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in lines:
+        for prefix in ("fatal: ", "error: "):
+            if ln.startswith(prefix):
+                return ln[len(prefix):]
+    skip = ("hint:", "Cloning into", "warning:", "To ", "From ")
+    return next((ln for ln in lines if not ln.startswith(skip)), lines[0] if lines else "")
+
+
+def _spawn_error(exc: OSError, cwd: Path | str | None, what: str) -> GitError:
+    if shutil.which("git") is None:
+        return GitError("git is not installed (it must be on PATH)")
+    if cwd is not None and not os.path.isdir(cwd):
+        return GitError(f"{what} failed: {cwd}: no such directory")
+    return GitError(f"{what} failed: {exc.strerror or exc}")
+
+
+# -- values -------------------------------------------------------------------------------------
 
 
 def default_cache_dir() -> Path:
     base = os.environ.get("GITCONF_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "gitconf")
     return Path(base) / "repos"
+
+
+def cache_name(url: str) -> str:
+    """The cache directory of a URL: named by the URL without user-info, so neither a token
+    nor a change of token shows in (or changes) the name."""
+    return hashlib.sha256(remote_of(url).url.encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -50,15 +342,30 @@ def iso_utc(epoch: int | float) -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class GitSource:
-    """One repository: a working tree, a bare repository, or a cached clone of a URL."""
+# -- a repository -------------------------------------------------------------------------------
 
-    def __init__(self, git_dir: Path, work_tree: Path | None, url: str | None = None):
+_NETWORK = frozenset({"fetch", "clone", "ls-remote", "push", "pull"})
+
+
+class GitSource:
+    """One repository: a working tree, a bare repository, or a cached clone of a URL.
+    `url` is the remote URL without credentials (None for a local repository)."""
+
+    def __init__(self, git_dir: Path, work_tree: Path | None, url: str | None = None,
+                 remote: Remote | None = None):
         self.git_dir = git_dir
         self.work_tree = work_tree
-        self.url = url
+        self.remote = remote or (remote_of(url) if url else None)
+        self.url = self.remote.url if self.remote else None
         self._diffs: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self._commits: set[str] = set()  # full shas known to name commits here
+
+    def __getstate__(self) -> dict[str, object]:
+        """Sent to worker processes, which only read: without the credential."""
+        state = dict(self.__dict__)
+        if self.remote is not None:
+            state["remote"] = replace(self.remote, credential=None)
+        return state
 
     # -- opening --------------------------------------------------------------------------
 
@@ -69,41 +376,60 @@ class GitSource:
         path = Path(spec)
         if not path.exists():
             raise GitError(f"{spec}: no such repository")
-        try:
-            out = _git(["rev-parse", "--absolute-git-dir", "--is-bare-repository"], cwd=path)
-        except GitError:
-            raise GitError(f"{spec}: not a Git repository") from None
-        git_dir, bare = out.splitlines()[:2]
+        if not path.is_dir():
+            raise GitError(f"{spec}: not a Git repository (a file, not a directory)")
+        res = run_git(["rev-parse", "--absolute-git-dir", "--is-bare-repository"], cwd=path,
+                      ok=range(256))
+        if res.returncode != 0:
+            said = first_line(res.stderr)
+            if not said or "not a git repository" in said.lower():
+                said = "not a Git repository"
+            raise GitError(f"{spec}: {said}")
+        git_dir, bare = res.text.splitlines()[:2]
         work_tree = None
         if bare != "true":
-            work_tree = Path(_git(["rev-parse", "--show-toplevel"], cwd=path).strip())
+            work_tree = Path(run_git(["rev-parse", "--show-toplevel"], cwd=path).text.strip())
         return cls(Path(git_dir), work_tree)
 
     @classmethod
     def _open_url(cls, url: str, cache_dir: Path, fetch: bool) -> GitSource:
-        name = hashlib.sha256(url.encode()).hexdigest()[:24]
+        remote = remote_of(url)
+        name = cache_name(url)
+        legacy = hashlib.sha256(url.encode()).hexdigest()[:24]
+        if legacy != name and (cache_dir / legacy).is_dir():
+            shutil.rmtree(cache_dir / legacy, ignore_errors=True)  # older caches kept the token
         target = cache_dir / name
+        source = cls(target, None, remote=remote)
         if not (target / "HEAD").exists():
             cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = cache_dir / f".{name}.{os.getpid()}.tmp"
-            _git(["clone", "--mirror", "--quiet", url, str(tmp)], cwd=cache_dir,
-                 what=f"cloning {_redact(url)}")
-            os.replace(tmp, target)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=cache_dir))
+            try:
+                run_git(["clone", "--mirror", "--quiet", "--template=", "--", remote.url,
+                         str(tmp)], cwd=cache_dir, credential=remote.credential,
+                        what=f"cloning {remote.shown}")
+                try:
+                    os.replace(tmp, target)
+                except OSError:
+                    if not (target / "HEAD").exists():  # else another process cloned it first
+                        raise GitError(f"cannot create the cache {target}") from None
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         elif fetch:
-            _git(["fetch", "--prune", "--quiet", "origin"], git_dir=target,
-                 what=f"fetching {_redact(url)}")
-        return cls(target, None, url)
+            source.fetch()
+        return source
 
     def fetch(self) -> None:
         """Update a cached clone (no-op for a local repository, which is read in place)."""
-        if self.url:
+        if self.remote is not None:
             self.run(["fetch", "--prune", "--quiet", "origin"],
-                     what=f"fetching {_redact(self.url)}")
+                     what=f"fetching {self.remote.shown}")
 
     # -- plumbing -------------------------------------------------------------------------
 
     def run(self, args: list[str], what: str | None = None, input: bytes | None = None) -> str:
-        return _git(args, git_dir=self.git_dir, what=what, input=input)
+        cred = self.remote.credential if self.remote and args and args[0] in _NETWORK else None
+        return run_git(args, git_dir=self.git_dir, what=what, input=input,
+                       credential=cred).text
 
     def resolve(self, ref: str) -> str:
         if ref in self._commits:  # a full sha already resolved here: commits are immutable
@@ -119,8 +445,8 @@ class GitSource:
         return sha
 
     def describe(self) -> str:
-        if self.url:
-            return _redact(self.url)
+        if self.remote is not None:
+            return self.remote.shown
         return str(self.work_tree or self.git_dir)
 
     def tree(self, commit: str) -> GitTree:
@@ -136,7 +462,8 @@ class GitSource:
         units changed, and whether the layout did)."""
         key = (a, b)
         if key not in self._diffs:
-            out = self.run(["diff", "--name-status", "-z", "--no-renames", a, b, "--"])
+            out = self.run(["diff", "--name-status", "-z", "--no-renames", "--end-of-options",
+                            a, b, "--"])
             parts = [p for p in out.split("\0") if p]
             if len(self._diffs) >= 8:
                 self._diffs.pop(next(iter(self._diffs)))
@@ -144,15 +471,16 @@ class GitSource:
         return self._diffs[key]
 
     def is_ancestor(self, a: str, b: str) -> bool:
-        res = subprocess.run(["git", f"--git-dir={self.git_dir}", "merge-base", "--is-ancestor",
-                              a, b], capture_output=True)
+        """Whether `a` is an ancestor of `b`; False too when either is unknown here."""
+        res = run_git(["merge-base", "--is-ancestor", "--end-of-options", a, b],
+                      git_dir=self.git_dir, ok=range(256))
         return res.returncode == 0
 
     def commit_info(self, sha: str) -> CommitInfo:
         fmt = "%x00".join(["%H", "%an", "%ae", "%at",
                            "%(trailers:key=Approved-by,valueonly,separator=%x1f)",
                            "%(trailers:key=Reviewed-by,valueonly,separator=%x1f)", "%s"])
-        out = self.run(["show", "-s", f"--format={fmt}", sha, "--"])
+        out = self.run(["show", "-s", f"--format={fmt}", "--end-of-options", sha, "--"])
         full, name, email, at, approved, reviewed, subject = out.rstrip("\n").split("\0", 6)
         trailer = (approved or reviewed).split("\x1f")[0].strip()
         tags = self.run(["tag", "--points-at", full, "--sort=-v:refname"]).split()
@@ -170,64 +498,73 @@ class GitSource:
         """Config files of a working tree with changes not in HEAD (none for a bare repo)."""
         if self.work_tree is None:
             return []
-        out = _git(["status", "--porcelain", "-z", "--", "*.yaml", "*.yml", "*.json"],
-                   cwd=self.work_tree)
+        out = run_git(["status", "--porcelain", "-z", "--no-renames", "--",
+                       "*.yaml", "*.yml", "*.json"], cwd=self.work_tree).text
         return sorted(entry[3:] for entry in out.split("\0") if len(entry) > 3)
 
+    def current_branch(self) -> str | None:
+        """The branch HEAD points at (a mirror of a URL: the remote's default branch); None for
+        a detached HEAD."""
+        res = run_git(["symbolic-ref", "--short", "-q", "HEAD"], git_dir=self.git_dir,
+                      ok=range(256))
+        name = res.text.strip() if res.returncode == 0 else ""
+        return name or None
+
     def branch_head(self, branch: str) -> str | None:
+        """The commit at the tip of `branch` (a local branch, else origin's); None if there is
+        no such branch here."""
         for ref in (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"):
-            try:
-                return self.run(["rev-parse", "--verify", "--quiet", ref]).strip()
-            except GitError:
-                continue
+            res = run_git(["rev-parse", "--verify", "--quiet", "--end-of-options",
+                           f"{ref}^{{commit}}"], git_dir=self.git_dir, ok=range(256))
+            if res.returncode == 0 and res.text.strip():
+                return res.text.strip()
         return None
 
 
 class GitTree:
-    """A commit's files, read without a checkout."""
+    """A commit's regular files, read without a checkout. Symbolic links (mode 120000) are
+    listed by `refused()` and never read; submodules (160000) are skipped."""
 
     def __init__(self, source: GitSource, commit: str):
         self.source = source
         self.commit = commit
         self._blobs: dict[str, str] | None = None
+        self._refused: list[Refused] | None = None
 
     def __getstate__(self) -> dict[str, object]:
-        """Sent to a worker process: the listing is not needed there (`commit:path` reads)."""
+        """Sent to a worker process: the listing is not needed there (`commit:path` reads);
+        what it refused is (it is short), so the worker refuses the same paths."""
         state = dict(self.__dict__)
         state["_blobs"] = None
         return state
 
     def blobs(self) -> dict[str, str]:
         if self._blobs is None:
-            out = self.source.run(["ls-tree", "-r", "-z", "--full-tree", self.commit])
-            blobs: dict[str, str] = {}
-            for entry in out.split("\0"):
-                if not entry:
-                    continue
-                meta, _, path = entry.partition("\t")
-                _mode, kind, sha = meta.split(" ")
-                if kind == "blob":
-                    blobs[path] = sha
-            self._blobs = blobs
+            out = self.source.run(["ls-tree", "-r", "-z", "--full-tree", "--end-of-options",
+                                   self.commit])
+            self._blobs, self._refused = _parse_ls_tree(out)
         return self._blobs
 
     def paths(self) -> list[str]:
         return sorted(self.blobs())
 
+    def refused(self) -> list[Refused]:
+        if self._refused is None:
+            self.blobs()
+        assert self._refused is not None
+        return list(self._refused)
+
     def read(self, paths: Iterable[str]) -> Iterator[tuple[str, bytes]]:
         """All contents through one `git cat-file --batch`; a thread feeds the object names so
-        that neither pipe can fill up and deadlock."""
+        that neither pipe can fill up and deadlock. `RefusedFile` (before anything is read)
+        for a path that is not a regular file, `KeyError` for one the commit does not have."""
         wanted = list(paths)
         if not wanted:
             return
-        if self._blobs is not None:
-            names = [self._blobs[p] for p in wanted]
-        else:  # no listing needed: git resolves `commit:path` itself
-            names = [f"{self.commit}:{p}" for p in wanted]
-        proc = subprocess.Popen(["git", f"--git-dir={self.source.git_dir}", "cat-file", "--batch"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        assert proc.stdin is not None and proc.stdout is not None
-        stdin, stdout = proc.stdin, proc.stdout
+        names = self._object_names(wanted)
+        stream = start_git(["cat-file", "--batch"], self.source.git_dir,
+                           what=f"reading {self.commit[:12]}")
+        stdin, stdout = stream.stdin, stream.stdout
 
         def feed() -> None:
             try:
@@ -242,38 +579,56 @@ class GitTree:
         try:
             for p in wanted:
                 header = stdout.readline().split()
-                if len(header) != 3:
-                    raise GitError(f"git cat-file: unexpected answer for {p}: {header!r}")
-                size = int(header[2])
-                data = stdout.read(size)
+                if len(header) != 3 or header[1] != b"blob":
+                    raise stream.error(f"unexpected answer for {p}: {header!r}")
+                data = stdout.read(int(header[2]))
                 stdout.read(1)  # the newline after each object
                 yield p, data
         finally:
             writer.join(timeout=5)
-            stdout.close()
-            proc.wait()
+            stream.close()
+
+    def _object_names(self, wanted: list[str]) -> list[str]:
+        if self._blobs is not None:
+            _refuse(wanted, self._refused or [])
+            return [self._blobs[p] for p in wanted]
+        if self._refused is not None:  # listed before pickling: git resolves `commit:path`
+            _refuse(wanted, self._refused)
+            return [f"{self.commit}:{p}" for p in wanted]
+        blobs: dict[str, str] = {}
+        refused: list[Refused] = []
+        for i in range(0, len(wanted), 1000):  # only these paths: no listing of the whole tree
+            out = run_git(["ls-tree", "-z", "--full-tree", "--end-of-options", self.commit,
+                           "--", *wanted[i:i + 1000]], git_dir=self.source.git_dir,
+                          env={"GIT_LITERAL_PATHSPECS": "1"}).text
+            more, odd = _parse_ls_tree(out)
+            blobs.update(more)
+            refused += odd
+        _refuse(wanted, refused)
+        return [blobs[p] for p in wanted]
 
 
-def _redact(url: str) -> str:
-    """Never print credentials embedded in a URL."""
-    return re.sub(r"//[^/@]+@", "//***@", url)
+def _parse_ls_tree(out: str) -> tuple[dict[str, str], list[Refused]]:
+    blobs: dict[str, str] = {}
+    refused: list[Refused] = []
+    for entry in out.split("\0"):
+        if not entry:
+            continue
+        meta, _, path = entry.partition("\t")
+        mode, kind, sha = meta.split(" ")
+        if kind == "blob" and mode.startswith("100"):
+            blobs[path] = sha
+        elif mode == "120000":
+            refused.append(symlink_entry(path))
+        elif kind == "blob":
+            refused.append(special_entry(path, f"a blob of mode {mode}"))
+        # a submodule ("commit") is skipped; `-r` lists no trees
+    return blobs, refused
 
 
-def _git(args: list[str], cwd: Path | None = None, git_dir: Path | None = None,
-         what: str | None = None, input: bytes | None = None) -> str:
-    cmd = ["git"]
-    if git_dir is not None:
-        cmd.append(f"--git-dir={git_dir}")
-    cmd.extend(args)
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    try:
-        res = subprocess.run(cmd, cwd=cwd, capture_output=True, input=input, env=env,
-                             timeout=600)
-    except FileNotFoundError:
-        raise GitError("git is not installed (it must be on PATH)") from None
-    except subprocess.TimeoutExpired:
-        raise GitError(f"git {args[0]} timed out") from None
-    if res.returncode != 0:
-        msg = _redact(res.stderr.decode("utf-8", "replace").strip()) or f"exit {res.returncode}"
-        raise GitError(f"{what or 'git ' + args[0]} failed: {msg}")
-    return res.stdout.decode("utf-8", "surrogateescape")
+def _refuse(wanted: list[str], refused: list[Refused]) -> None:
+    if refused:
+        by_path = {r.path: r for r in refused}
+        for p in wanted:
+            if p in by_path:
+                raise RefusedFile(by_path[p])

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from .errors import CheckFailed
-from .etcdstore import EtcdStore
 from .model import UnitId
 from .records import DeployRecord, Keys, RecordError
+from .store import Store
 
 
-def read_history(store: EtcdStore, keys: Keys, unit: UnitId, limit: int = 0,
+def read_history(store: Store, keys: Keys, unit: UnitId, limit: int = 0,
                  ) -> list[DeployRecord]:
     """The newest `limit` deploys (0: all). A unit gitconf never deployed is an error; a
     record that cannot be read is skipped rather than hiding the others."""

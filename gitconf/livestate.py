@@ -8,18 +8,24 @@ revision); many units with one paginated snapshot of the whole prefix.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from typing import Any
 
-from pyetcd import etcdrpc
-from pyetcd.utils import prefix_range_end
-
-from .etcdstore import KV, EtcdStore
 from .model import LiveKey, LiveState, LiveUnit, UnitId
 from .plan import NOT_ENVELOPE
-from .records import DeployRecord, Keys, Pin, RecordError, UnitRecord, decode_envelope
+from .records import (
+    DeployRecord,
+    Keys,
+    OverrideRecord,
+    Pin,
+    RecordError,
+    UnitRecord,
+    UnitRecordKind,
+    decode_envelope,
+)
+from .store import KV, Store
 
 SCAN_THRESHOLD = 48  # above this many units, one snapshot of the prefix is cheaper
-_PER_UNIT_OPS = 4
+_RECORD_KINDS: tuple[UnitRecordKind, ...] = ("units", "pending", "pins", "overrides")
+_PER_UNIT_OPS = 1 + len(_RECORD_KINDS)
 
 
 def live_key(kv: KV, keep_envelope: bool = False) -> LiveKey:
@@ -52,16 +58,22 @@ def _apply_record(unit: LiveUnit, kind: str, kv: KV) -> None:
             unit.pin = Pin.from_json(kv.value)
         except RecordError:
             unit.pin = Pin("?", "?", "?", "unreadable pin record: `gitconf unpin` removes it")
+    elif kind == "overrides":
+        try:
+            unit.override = OverrideRecord.from_json(kv.value)
+        except RecordError:
+            unit.override = None  # unreadable: held keys cannot be known; the revision guards
+        unit.override_revision = kv.mod_revision
 
 
-def read_units(store: EtcdStore, keys: Keys, units: Collection[UnitId] | None) -> LiveState:
+def read_units(store: Store, keys: Keys, units: Collection[UnitId] | None) -> LiveState:
     """Live state of `units` (None: every unit found under the prefix)."""
     if units is None or len(units) > SCAN_THRESHOLD:
         return _read_by_scan(store, keys, units)
     return _read_by_txn(store, keys, units)
 
 
-def _read_by_scan(store: EtcdStore, keys: Keys, units: Collection[UnitId] | None) -> LiveState:
+def _read_by_scan(store: Store, keys: Keys, units: Collection[UnitId] | None) -> LiveState:
     kvs, revision = store.scan(keys.root_b)
     wanted = set(units) if units is not None else None
     out: dict[UnitId, LiveUnit] = {}
@@ -82,7 +94,7 @@ def _read_by_scan(store: EtcdStore, keys: Keys, units: Collection[UnitId] | None
                 lu.keys[parsed[1]] = live_key(kv)
             continue
         rec = keys.parse_unit_record_key(kv.key)
-        if rec is not None and rec[0] in ("units", "pending", "pins"):
+        if rec is not None and rec[0] in _RECORD_KINDS:
             lu = get(rec[1])
             if lu is not None:
                 _apply_record(lu, rec[0], kv)
@@ -94,14 +106,7 @@ def _read_by_scan(store: EtcdStore, keys: Keys, units: Collection[UnitId] | None
     return LiveState(out, revision)
 
 
-def _range_op(key: bytes, prefix: bool = False) -> Any:
-    req = etcdrpc.RangeRequest(key=key)
-    if prefix:
-        req.range_end = prefix_range_end(key)
-    return etcdrpc.RequestOp(request_range=req)
-
-
-def _read_by_txn(store: EtcdStore, keys: Keys, units: Iterable[UnitId],
+def _read_by_txn(store: Store, keys: Keys, units: Iterable[UnitId],
                  keep_envelopes: bool = False) -> LiveState:
     out: dict[UnitId, LiveUnit] = {}
     todo = sorted(set(units))
@@ -111,26 +116,24 @@ def _read_by_txn(store: EtcdStore, keys: Keys, units: Iterable[UnitId],
         chunk = todo[i:i + per_txn]
         ops = []
         for unit in chunk:
-            ops += [_range_op(keys.unit_prefix(unit), prefix=True),
-                    _range_op(keys.unit_record(unit)), _range_op(keys.pending(unit)),
-                    _range_op(keys.pin(unit))]
+            ops.append(store.op_range_prefix(keys.unit_prefix(unit)))
+            ops += [store.op_get(keys.unit_kind(kind, unit)) for kind in _RECORD_KINDS]
         res = store.txn([], ops)
         revision = max(revision, res.revision)
+        ranges = res.ranges()
         for j, unit in enumerate(chunk):
             lu = out[unit] = LiveUnit(unit, {}, read_revision=res.revision)
-            data, record, pending, pin = res.responses[j * 4:(j + 1) * 4]
-            for kv in data.response_range.kvs:
+            data, *records = ranges[j * _PER_UNIT_OPS:(j + 1) * _PER_UNIT_OPS]
+            for kv in data:
                 parsed = keys.parse_data_key(kv.key)
                 if parsed is not None:
-                    lu.keys[parsed[1]] = live_key(KV(kv.key, kv.value, kv.mod_revision,
-                                                     kv.create_revision), keep_envelopes)
-            for kind, resp in (("units", record), ("pending", pending), ("pins", pin)):
-                for kv in resp.response_range.kvs:
-                    _apply_record(lu, kind, KV(kv.key, kv.value, kv.mod_revision,
-                                               kv.create_revision))
+                    lu.keys[parsed[1]] = live_key(kv, keep_envelopes)
+            for kind, kvs in zip(_RECORD_KINDS, records, strict=True):
+                for kv in kvs:
+                    _apply_record(lu, kind, kv)
     return LiveState(out, revision)
 
 
-def read_unit(store: EtcdStore, keys: Keys, unit: UnitId,
+def read_unit(store: Store, keys: Keys, unit: UnitId,
               keep_envelopes: bool = False) -> LiveUnit:
     return _read_by_txn(store, keys, [unit], keep_envelopes).units[unit]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 if TYPE_CHECKING:
-    from .records import DeployRecord, Pin, UnitRecord
+    from .records import DeployRecord, OverrideRecord, Pin, UnitRecord
 
 JSON = Any  # a JSON-compatible Python value: str, int, float, bool, None, list, dict
 
@@ -120,6 +120,8 @@ class LiveUnit:
     pending_revision: int = 0
     pin: Pin | None = None
     read_revision: int = 0  # the etcd revision this view was read at (0: unknown)
+    override: OverrideRecord | None = None  # the unit's open override
+    override_revision: int = 0
 
     @property
     def tracked(self) -> bool:
@@ -153,6 +155,8 @@ class UnitPlan:
     live: LiveUnit
     verdict: Verdict = "changes"
     reason: str | None = None
+    held: tuple[str, ...] = ()  # keys left alone because an open override holds them
+    drift: bool = False  # the changes undo someone else's writes to a unit Git did not change
 
     @property
     def writes(self) -> bool:

@@ -8,11 +8,11 @@ from collections.abc import Collection, Mapping
 
 from .actor import now_iso
 from .errors import CheckFailed, GitconfError
-from .etcdstore import EtcdStore
 from .gitsource import GitSource
 from .model import LiveUnit, UnitId
 from .records import Keys, Pin, RecordError
 from .repo_format import unit_of_path
+from .store import Store
 
 
 def new_pin(commit: str, head: str, actor: str, reason: str | None) -> Pin:
@@ -46,7 +46,7 @@ def lifted_pins(source: GitSource, target: str, units: Collection[UnitId],
     return lifted
 
 
-def set_pin(store: EtcdStore, keys: Keys, unit: UnitId, pin: Pin,
+def set_pin(store: Store, keys: Keys, unit: UnitId, pin: Pin,
             only_if_different: bool = False) -> bool:
     """Write a pin, guarded; with `only_if_different`, leave an equal pin as it is."""
     key = keys.pin(unit)
@@ -64,7 +64,7 @@ def set_pin(store: EtcdStore, keys: Keys, unit: UnitId, pin: Pin,
     return True
 
 
-def unpin(store: EtcdStore, keys: Keys, unit: UnitId) -> Pin | None:
+def unpin(store: Store, keys: Keys, unit: UnitId) -> Pin | None:
     """Remove a unit's pin; None when it had none (nothing to do is not an error)."""
     key = keys.pin(unit)
     current = store.get(key)

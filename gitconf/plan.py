@@ -57,22 +57,32 @@ def unit_masker(desired: DesiredUnit | None, live: LiveUnit, show: bool = False)
                      live.record.secret_keys if live.record else (), show=show)
 
 
+def held_keys(live: LiveUnit) -> frozenset[str]:
+    """Keys an open override holds: apply and the daemon leave them alone."""
+    return live.override.held if live.override is not None else frozenset()
+
+
 def plan_unit(unit: UnitId, desired: DesiredUnit | None, live: LiveUnit,
-              prune: bool = True) -> list[Change]:
-    """Adds, changes and deletes that make the live unit equal to the desired one."""
+              prune: bool = True, refresh: frozenset[str] = frozenset()) -> list[Change]:
+    """Adds, changes and deletes that make the live unit equal to the desired one, leaving the
+    keys of an open override alone. Keys in `refresh` are rewritten even when their value is
+    already right (an override Git caught up with gets Git's provenance back)."""
     secret = unit_masker(desired, live).is_secret
+    held = held_keys(live)
     live_keys = live.keys
     changes: list[Change] = []
     wanted = desired.values if desired else {}
     for key, value in wanted.items():
+        if key in held:
+            continue
         current = live_keys.get(key)
         if current is None:
             changes.append(Change(key, "add", None, value, secret(key)))
-        elif not json_equal(current.value, value):
+        elif key in refresh or not json_equal(current.value, value):
             changes.append(Change(key, "change", shown_live(current), value, secret(key)))
     if prune:
         for key, current in live_keys.items():
-            if key not in wanted:
+            if key not in wanted and key not in held:
                 changes.append(Change(key, "delete", shown_live(current), None, secret(key)))
     changes.sort(key=lambda c: c.key)
     return changes
@@ -94,7 +104,7 @@ class PlanOptions:
 
 
 def plan_one(unit: UnitId, desired: DesiredUnit | None, live: LiveUnit,
-             options: PlanOptions) -> UnitPlan:
+             options: PlanOptions, refresh: frozenset[str] = frozenset()) -> UnitPlan:
     """One unit's verdict and changes."""
     if desired is not None and not desired.valid:
         first = next(p for p in desired.problems if p.severity == "error")
@@ -116,9 +126,28 @@ def plan_one(unit: UnitId, desired: DesiredUnit | None, live: LiveUnit,
                         f"an interrupted rollback to {commit} is pending; run `gitconf rollback "
                         f"{commit} --service {unit.service} --env {unit.environment}` to "
                         "finish it")
-    changes = plan_unit(unit, desired, live, options.prune)
+    changes = plan_unit(unit, desired, live, options.prune, refresh)
     verdict: Verdict = "changes" if changes or pending is not None else "in-sync"
-    return UnitPlan(unit, changes, desired, live, verdict)
+    held = tuple(sorted(held_keys(live)))
+    reason = f"held by override {live.override.id}: {', '.join(held)}" \
+        if live.override is not None else None
+    return UnitPlan(unit, changes, desired, live, verdict, reason, held)
+
+
+def git_caught_up(desired: DesiredUnit | None, live: LiveUnit) -> bool:
+    """Git now gives every key of the open override the value etcd holds (or, for a removed
+    key, no value): the override has done its work (SPEC §5: closes as merged)."""
+    if live.override is None or desired is None:
+        return False
+    for item in live.override.keys:
+        current = live.keys.get(item.key)
+        if current is None:
+            if item.key in desired.values:
+                return False
+        elif item.key not in desired.values or not json_equal(current.value,
+                                                              desired.values[item.key]):
+            return False
+    return True
 
 
 def plan(units: Iterable[UnitId], desired: Mapping[UnitId, DesiredUnit | None],

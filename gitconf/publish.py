@@ -7,14 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import EtcdError
-from .etcdstore import EtcdStore
 from .records import Keys, SchemaRecord
+from .store import Store
 
 _MANY = 64  # above this many services, one snapshot of the prefix is cheaper than gets
 _PER_TXN = 64
 
 
-def publish_schemas(store: EtcdStore, keys: Keys,
+def publish_schemas(store: Store, keys: Keys,
                     schemas: Mapping[str, Mapping[str, Any]]) -> list[int]:
     """Write the schemas that differ from what etcd holds; returns the revisions written."""
     if not schemas:

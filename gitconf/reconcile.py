@@ -17,8 +17,7 @@ from typing import Any
 
 from .actor import default_actor, now_iso
 from .deploy import DEFAULT_MAX_BYTES, DEFAULT_MAX_OPS, DeployContext, Deployer, DeployOutcome
-from .errors import GitconfError, UsageError
-from .etcdstore import EtcdStore
+from .errors import CheckFailed, GitconfError, UsageError
 from .gitsource import CommitInfo, GitSource
 from .livestate import read_unit, read_units
 from .model import (
@@ -31,10 +30,19 @@ from .model import (
     UnitId,
     UnitPlan,
 )
+from .overrides import UNSET, Actor, KeyEdit, close_override, is_expired, read_value, write_override
 from .pins import lifted_pins
-from .plan import PlanOptions, add_to_plan, plan_one, plan_unit, shows_drift
+from .plan import (
+    PlanOptions,
+    add_to_plan,
+    git_caught_up,
+    plan_one,
+    plan_unit,
+    shows_drift,
+    unit_masker,
+)
 from .publish import publish_schemas
-from .records import Keys, Pin
+from .records import Keys, OverrideRecord, OverrideState, Pin
 from .repo_format import (
     SETTINGS_FILES,
     Layout,
@@ -46,6 +54,7 @@ from .repo_format import (
 )
 from .schema import ServiceSchema
 from .selection import Outcome, Previous, Selection, read_previous, select, write_previous
+from .store import Store
 from .trees import FileTree, Tree
 
 PARALLEL_SERVICES = 200  # from this many services, parsing runs in worker processes
@@ -75,6 +84,9 @@ class Request:
     # called with every unit the pass examined, whatever its verdict; a dry run that has an
     # observer keeps no plans (status streams its rows)
     observe: Callable[[UnitPlan, bool], None] | None = None
+    # the fate of an open override's pull request: "open", "merged", "closed" or None (not
+    # known: no token, GitHub unreachable); asked once per open override of a selected unit
+    pull_request_state: Callable[[OverrideRecord], str | None] | None = None
 
 
 @dataclass
@@ -91,6 +103,9 @@ class Result:
     reverted: list[UnitId] = field(default_factory=list)  # drift reverted to Git
     cancelled: bool = False
     own_revisions: list[int] = field(default_factory=list)  # of every write this run made
+    held: list[tuple[UnitId, str]] = field(default_factory=list)  # keys held by an override
+    closed_overrides: list[OverrideRecord] = field(default_factory=list)
+    new_overrides: list[OverrideRecord] = field(default_factory=list)  # drift adopted (`pr`)
 
     @property
     def failed(self) -> list[tuple[UnitId, str]]:
@@ -137,12 +152,13 @@ class _Pass:
     schemas: dict[str, dict[str, Any]] = field(default_factory=dict)  # compiled, to publish
     leftovers: set[UnitId] = field(default_factory=set)  # kept by --no-prune
     cancelled: set[UnitId] = field(default_factory=set)
+    own: list[int] = field(default_factory=list)  # revisions of override writes of this pass
 
 
 class Reconciler:
     """Holds a repository, a store and a prefix; `run()` is one pass."""
 
-    def __init__(self, source: GitSource, store: EtcdStore, keys: Keys):
+    def __init__(self, source: GitSource, store: Store, keys: Keys):
         self.source = source
         self.store = store
         self.keys = keys
@@ -196,7 +212,7 @@ class Reconciler:
         target, commit, tree, layout = self._source_tree(req)
         prev = read_previous(self.store, self.keys)
         if req.units is not None:
-            sel = Selection(set(req.units), self.store.revision())
+            sel = Selection(set(req.units), self.store.revision(within=self.keys.root_b))
         else:
             sel = select(self.source, self.store, self.keys, target, layout, prev,
                          req.full or req.worktree)
@@ -216,7 +232,7 @@ class Reconciler:
                             fence_key=req.fence)
         policy = req.drift_policy or _policy(layout)
         p = _Pass(req, target, tree, layout, prev, sel, candidates, selected, live, result,
-                  options, ctx, policy, _refused_units(layout))
+                  options, ctx, policy, _refused_units(layout, live))
         if not req.dry_run:
             p.deployer = Deployer(self.store, ctx, self._replanner(req.prune), req.progress)
         return p
@@ -269,14 +285,21 @@ class Reconciler:
                           f"invalid: {bad.file}:{bad.line}:{bad.column} {bad.code}: "
                           f"{bad.message}")
         else:
-            up = plan_one(unit, desired, lv, p.options)
-        drift = bool(up.changes) and p.sel.is_drift(unit) and shows_drift(lv)
+            lv, refresh = self._override_fate(p, desired, lv)
+            up = plan_one(unit, desired, lv, p.options, refresh)
+        if up.held:
+            result.held.append((unit, up.reason or "held by override"))
+        up.drift = bool(up.changes) and p.sel.is_drift(unit) and shows_drift(lv)
         if req.observe is not None:
-            req.observe(up, drift)
-        if drift and p.policy != "revert":
-            result.drifted.append(up)  # reported (or handed to overrides), left as it is
+            req.observe(up, up.drift)
+        if up.drift and p.policy != "revert":
+            if p.deployer is None and req.observe is None:
+                add_to_plan(result.plan, up)  # diff shows drift, marked as such
+            if p.policy == "pr" and p.deployer is not None and self._adopt(p, up):
+                return
+            result.drifted.append(up)  # reported, left as it is
             return
-        if drift:
+        if up.drift:
             result.reverted.append(unit)
             p.ctx.drift_units.add(unit)
         if p.deployer is None:
@@ -290,6 +313,56 @@ class Reconciler:
                                                          for k in lv.keys):
             p.leftovers.add(unit)
 
+    def _override_fate(self, p: _Pass, desired: DesiredUnit | None, lv: LiveUnit,
+                       ) -> tuple[LiveUnit, frozenset[str]]:
+        """An open override ends when its TTL passed (expired), its pull request merged or
+        Git gave its keys their values (merged), or its pull request was closed (closed).
+        Then its keys are planned like any other (a merged override's keys get Git's
+        provenance back); else they are held. A dry run decides without writing."""
+        record = lv.override
+        if record is None:
+            return lv, frozenset()
+        state: OverrideState | None = None
+        if is_expired(record):
+            state, why = "expired", f"its TTL passed at {record.expires_at}"
+        else:
+            asked = p.req.pull_request_state
+            fate = asked(record) if asked is not None and record.pull_request else None
+            if fate == "merged" or git_caught_up(desired, lv):
+                state, why = "merged", "Git has the overridden values"
+            elif fate == "closed":
+                state, why = "closed", "its pull request was closed unmerged"
+        if state is None:
+            return lv, frozenset()
+        if p.deployer is not None:
+            closed = close_override(self.store, self.keys, record, lv.override_revision, state,
+                                    why)
+            if closed is None:
+                return lv, frozenset()  # changed meanwhile: the next pass decides again
+            p.result.closed_overrides.append(closed[0])
+            p.own.append(closed[1])
+        freed = replace(lv, override=None, override_revision=0)
+        return freed, (record.held if state == "merged" else frozenset())
+
+    def _adopt(self, p: _Pass, up: UnitPlan) -> bool:
+        """Drift under the `pr` policy becomes an override (source `drift`, by `etcd`): the
+        values someone wrote stay, held, and a pull request will propose them to Git."""
+        lv, desired = up.live, up.desired
+        edits = [KeyEdit(c.key, UNSET) if c.op == "add" else
+                 KeyEdit(c.key, read_value(lv.keys[c.key])) for c in up.changes]
+        newest = max((lv.keys[c.key].mod_revision for c in up.changes if c.key in lv.keys),
+                     default=lv.read_revision)
+        actor = Actor("etcd", f"changed in etcd at revision {newest}", source="drift")
+        try:
+            record = write_override(self.store, self.keys, up.unit, edits,
+                                    desired.values if desired else {},
+                                    unit_masker(desired, lv), actor, write_values=False)
+        except CheckFailed:
+            return False  # changed again meanwhile: reported now, adopted by the next pass
+        p.result.new_overrides.append(record)
+        p.own.append(record.revision)
+        return True
+
     def _finish(self, p: _Pass) -> None:
         assert p.deployer is not None
         deployer, result, req = p.deployer, p.result, p.req
@@ -297,7 +370,7 @@ class Reconciler:
         result.deploys = deployer.outcomes
         result.plan.failed.extend(deployer.failed)
         result.conflicts = sum(o.retries for o in deployer.outcomes)
-        own = list(deployer.revisions)
+        own = list(deployer.revisions) + p.own
         own += publish_schemas(self.store, self.keys, p.schemas)
         if req.units is None:
             rev = write_previous(self.store, self.keys, p.prev, self._outcome(p, own),
@@ -329,13 +402,24 @@ def _policy(layout: Layout) -> DriftPolicy:
     return "pr"
 
 
-def _refused_units(layout: Layout) -> dict[UnitId, Problem]:
-    """Units whose files the layout itself refuses: failed, never pruned."""
+def _refused_units(layout: Layout, live: Collection[UnitId]) -> dict[UnitId, Problem]:
+    """Units whose files the layout itself refuses (an unknown environment, a duplicate, a
+    symbolic link where a file should be): failed, never pruned. A refused schema or base
+    file fails every environment of its service."""
     refused: dict[UnitId, Problem] = {}
     for problem in layout.problems:
         hit = unit_of_path(problem.file)
-        if hit and hit[1]:
-            refused.setdefault(UnitId(hit[0], hit[1]), problem)
+        if not hit:
+            continue
+        service, env = hit
+        if env:
+            refused.setdefault(UnitId(service, env), problem)
+            continue
+        files = layout.services.get(service)
+        envs = set(files.envs if files else ()) | {u.environment for u in live
+                                                    if u.service == service}
+        for e in envs:
+            refused.setdefault(UnitId(service, e), problem)
     return refused
 
 

@@ -261,6 +261,91 @@ def unit_from_name(name: str) -> UnitId:
     return UnitId(service, environment)
 
 
+OverrideSource = Literal["override", "drift"]
+OverrideState = Literal["open", "merged", "closed", "expired"]
+
+
+@dataclass(frozen=True)
+class OverrideKey(Record):
+    """One key of an override: Git's value before it and the override's value, both as shown
+    (masked when secret), the etcd revision of the write, and `unset` when it removed the key.
+    The real value lives only in etcd; the follow-up pull request reads it from there."""
+
+    key: str
+    old: JSON = None
+    new: JSON = None
+    unset: bool = False
+    revision: int = 0
+    at: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "old": self.old, "new": self.new, "unset": self.unset,
+                "revision": self.revision, "at": self.at}
+
+
+@dataclass(frozen=True)
+class PullRequestRef(Record):
+    branch: str
+    number: int | None = None
+    url: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"number": self.number, "url": self.url, "branch": self.branch}
+
+
+@dataclass(frozen=True)
+class OverrideRecord(Record):
+    """`_system/overrides/{svc}/{env}`: the unit's open override (at most one); once closed,
+    kept under `_system/overrides-closed/{svc}/{env}/{closed_at}-{id}`."""
+
+    id: str
+    service: str
+    environment: str
+    source: OverrideSource
+    state: OverrideState
+    keys: tuple[OverrideKey, ...]
+    by: str
+    reason: str
+    created_at: str
+    expires_at: str | None = None
+    revision: int = 0  # of the last write the override made
+    pull_request: PullRequestRef | None = None
+    pr_pending: bool = False  # a pull request is still to be opened (retried by the daemon)
+    pr_note: str | None = None  # why there is none yet, for `overrides list`
+    closed_at: str | None = None
+    closed_reason: str | None = None
+
+    @property
+    def unit(self) -> UnitId:
+        return UnitId(self.service, self.environment)
+
+    @property
+    def held(self) -> frozenset[str]:
+        return frozenset(k.key for k in self.keys)
+
+    @property
+    def branch(self) -> str:
+        return f"gitconf/override/{self.service}/{self.environment}"
+
+    def shown(self) -> dict[str, Any]:
+        """The shape of `gitconf overrides -o json` (SPEC §5); values are already masked."""
+        return {"id": self.id, "service": self.service, "environment": self.environment,
+                "source": self.source, "state": self.state,
+                "keys": [{"key": k.key, "old": k.old, "new": k.new} for k in self.keys],
+                "by": self.by, "reason": self.reason, "created_at": self.created_at,
+                "expires_at": self.expires_at,
+                "pull_request": self.pull_request.as_dict() if self.pull_request else None,
+                "pr_pending": self.pr_pending, "closed_at": self.closed_at,
+                "closed_reason": self.closed_reason}
+
+    @classmethod
+    def _decode(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs["keys"] = tuple(OverrideKey.from_dict(k) for k in kwargs.get("keys", ()))
+        pr = kwargs.get("pull_request")
+        kwargs["pull_request"] = PullRequestRef.from_dict(pr) if isinstance(pr, dict) else None
+        return kwargs
+
+
 @dataclass(frozen=True)
 class LeaderRecord(Record):
     """`_system/leader`, attached to the leader's lease."""
@@ -338,6 +423,10 @@ class Keys:
 
     def override(self, unit: UnitId) -> bytes:
         return self.unit_kind("overrides", unit)
+
+    def closed_override(self, unit: UnitId, closed_at: str, override_id: str) -> bytes:
+        return (f"{self.system}overrides-closed/{unit.service}/{unit.environment}/"
+                f"{closed_at}-{override_id}").encode()
 
     def history_prefix(self, unit: UnitId) -> bytes:
         return self.unit_kind("history", unit) + b"/"

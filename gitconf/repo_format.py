@@ -164,7 +164,22 @@ def read_layout(tree: Tree, paths: list[str] | None = None) -> Layout:
             layout.shared_schemas.append(path)
         elif role.kind not in ("other", "settings"):
             _place(layout, path, role, reported_names)
+    _report_refused(tree, layout, ignore)
     return layout
+
+
+def _report_refused(tree: Tree, layout: Layout, ignore: Collection[str]) -> None:
+    """Symbolic links, FIFOs and devices where a config file (or a service directory) would be
+    are problems, never read. A refused environment file fails its unit (reconcile never
+    prunes a failed unit); a refused `.gitconf.yaml` breaks the settings, which stops apply."""
+    for entry in tree.refused():
+        role = classify_path(entry.path, ignore)
+        maybe_service_dir = ("/" not in entry.path and bool(NAME_RE.match(entry.path))
+                             and entry.path not in ignore)
+        if role.kind == "settings":
+            layout.problems.append(Problem(entry.path, 1, 1, "settings", entry.message))
+        elif role.kind != "other" or maybe_service_dir:
+            layout.problems.append(Problem(entry.path, 1, 1, entry.code, entry.message))
 
 
 def _place(layout: Layout, path: str, role: PathRole, reported_names: set[str]) -> None:
@@ -381,6 +396,25 @@ def _segment_problem(seg: str, top: bool) -> tuple[str, str] | None:
     if top and seg.startswith("_"):
         return "reserved-key", (f"key {seg!r}: top-level keys starting with '_' are reserved "
                                 "(_system, _meta, ...)")
+    return None
+
+
+def key_problem(key: str) -> tuple[str, str] | None:
+    """(code, message) when a flattened key breaks the format's rules (SPEC §2), else None:
+    the same rules the loader applies, for keys that come from elsewhere (an override)."""
+    for i, seg in enumerate(key.split(".")):
+        bad = _segment_problem(seg, top=i == 0)
+        if bad:
+            return bad
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        return "key-too-long", f"key is {len(key.encode())} bytes; the limit is {MAX_KEY_BYTES}"
+    return None
+
+
+def value_problem(value: JSON) -> tuple[str, str] | None:
+    size = _value_size(value)
+    if size > MAX_VALUE_BYTES:
+        return "value-too-large", f"value is {size} bytes as JSON; the limit is {MAX_VALUE_BYTES}"
     return None
 
 

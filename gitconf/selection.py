@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import GitconfError
-from .etcdstore import EtcdStore
 from .gitsource import GitSource
 from .model import UnitId
 from .records import Keys, LastApplied, RecordError, unit_name
 from .repo_format import Layout, affects_everything, units_touched
+from .store import Store
 
 MAX_OWN_INTERVALS = 512
 
@@ -53,7 +53,7 @@ class Previous:
     mod_revision: int = 0
 
 
-def read_previous(store: EtcdStore, keys: Keys) -> Previous:
+def read_previous(store: Store, keys: Keys) -> Previous:
     kv = store.get(keys.last_applied)
     if kv is None:
         return Previous(None)
@@ -65,11 +65,11 @@ def read_previous(store: EtcdStore, keys: Keys) -> Previous:
         return Previous(None, kv.mod_revision)
 
 
-def select(source: GitSource, store: EtcdStore, keys: Keys, target: str, layout: Layout,
+def select(source: GitSource, store: Store, keys: Keys, target: str, layout: Layout,
            prev: Previous, full: bool) -> Selection:
     """Units to look at (incremental unless `full` or etcd's history is gone), with what is
     known about Git's changes for telling drift apart."""
-    now = store.revision()
+    now = store.revision(within=keys.root_b)
     last = prev.record
     if last is None:
         return Selection(None, now)
@@ -107,11 +107,11 @@ def _changed_by_git(source: GitSource, last: str, target: str, layout: Layout,
     return units_touched(changed, envs_of)
 
 
-def _foreign_writes(store: EtcdStore, keys: Keys, last: LastApplied, first: int, now: int,
+def _foreign_writes(store: Store, keys: Keys, last: LastApplied, first: int, now: int,
                     ) -> set[UnitId] | None:
     """Units touched by someone else's writes in [first, now]. None when etcd's history no
     longer reaches back that far."""
-    changes = store.changes_since(keys.root_b, first, now)
+    changes = store.changes_since(keys.root_b, first, now, scope="auto")
     if changes is None:
         return None
     units: set[UnitId] = set()
@@ -152,7 +152,7 @@ class Outcome:
     moved: bool  # the pass looked at units of a commit other than the last applied one
 
 
-def write_previous(store: EtcdStore, keys: Keys, prev: Previous, out: Outcome,
+def write_previous(store: Store, keys: Keys, prev: Previous, out: Outcome,
                    fence: list[Any], at: str) -> int:
     """Rewrite `last-applied` when the pass wrote anything or what it must remember changed;
     an apply with nothing to do writes nothing at all. Returns the write's revision (0: none)."""

@@ -38,6 +38,8 @@ def state_of(up: UnitPlan) -> UnitState:
         return "pinned"
     if up.verdict == "failed":
         return "failed"
+    if up.live.override is not None:
+        return "overridden"
     if up.verdict in ("in-sync", "untracked"):
         return "in-sync"
     if drifted_keys(up.live):

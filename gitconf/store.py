@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, NewType, Protocol
 
+from .errors import EtcdError
+
 # Opaque values: made by a store's builders, only ever handed back to the same store.
 Compare = NewType("Compare", object)  # a guard of a transaction (`cmp_mod`, `cmp_created`, ...)
 Op = NewType("Op", object)  # an operation of `txn` (`op_put`, `op_get`, `op_range_prefix`, ...)
@@ -22,6 +24,29 @@ WatchId = NewType("WatchId", object)  # a watch to cancel (`watch_prefix`)
 # adds up their lengths to stay under the server's request size limit.
 
 WatchScope = Literal["keyspace", "prefix", "auto"]
+
+
+# -- what a store raises besides `EtcdError` and `EtcdUnavailable` (exit status 2, like them) --
+
+
+class TxnTooLarge(EtcdError):
+    """The server refused a transaction for its size; the caller splits it and tries again."""
+
+
+class EtcdPermissionDenied(EtcdError):
+    """The user's role does not grant the key or range."""
+
+
+class EtcdAuthFailed(EtcdError):
+    """Wrong or missing user/password, or a token etcd no longer accepts."""
+
+
+class EtcdNoSpace(EtcdError):
+    """etcd raised its NOSPACE alarm: only reads and deletes work until an operator acts."""
+
+
+class EtcdCompacted(EtcdError):
+    """The revision asked for was compacted away."""
 
 
 class KV(NamedTuple):
@@ -37,6 +62,7 @@ class KeyEvent(NamedTuple):
     key: bytes
     mod_revision: int
     deleted: bool
+    value: bytes = b""  # what was put (b"" for a delete)
 
 
 Change = KeyEvent  # its former name; `model.Change` is a planned change, not this

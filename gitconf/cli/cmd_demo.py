@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -33,8 +32,10 @@ def find_example() -> Path | None:
 
 
 def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
-                   cwd=repo, check=True, capture_output=True, env={**os.environ, **DEMO_IDENTITY})
+    from ..gitsource import run_git
+
+    run_git(list(args), cwd=repo, env=DEMO_IDENTITY,
+            config=(("init.defaultBranch", "main"), ("commit.gpgSign", "false")))
 
 
 @app.command()

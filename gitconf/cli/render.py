@@ -63,7 +63,8 @@ def render_plan(con: Console, plan: Plan, show_secrets: bool) -> None:
                 con.print(f"[bold]{up.unit}[/]  [dim](finishes an interrupted deploy)[/]")
             continue
         counts = _counts(up.changes)
-        con.print(f"[bold]{up.unit}[/]  [dim]{counts}[/]")
+        drift = "  [magenta](drift: changed in etcd, not in Git)[/]" if up.drift else ""
+        con.print(f"[bold]{up.unit}[/]  [dim]{counts}[/]{drift}")
         for c in up.changes:
             render_change(con, shown_change(c, show_secrets))
     render_skipped_failed(con, plan)
@@ -94,6 +95,7 @@ def plan_json(result: Result, show_secrets: bool) -> dict[str, Any]:
             continue
         units.append({
             "service": up.unit.service, "environment": up.unit.environment,
+            **({"drift": True} if up.drift else {}),
             "changes": [{"key": c.key, "op": c.op, "old": c.old, "new": c.new}
                         for c in (shown_change(ch, show_secrets) for ch in up.changes)],
         })

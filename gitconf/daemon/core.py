@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import EtcdError, GitconfError, GitError
-from ..etcdstore import EtcdStore, connect
-from ..gitsource import GitSource
+from ..etcdstore import connect
+from ..gitsource import GitSource, redact
 from ..reconcile import Reconciler, Request
 from ..records import Keys, TriggerRecord
+from ..store import Store
 from .http import Endpoints, make_server, serve
 from .leader import LeaderElection
 from .logs import setup_logging
@@ -64,7 +65,7 @@ class Daemon:
         self.stop = threading.Event()
         self.wakeup = Wakeup()
         self.source: GitSource | None = None
-        self.store: EtcdStore | None = None
+        self.store: Store | None = None
         self.leader: LeaderElection | None = None
         self.reconciler: Reconciler | None = None
         self.watch: EtcdWatch | None = None
@@ -139,7 +140,7 @@ class Daemon:
         log.info("stopped")
 
     def _shown_repo(self) -> str:
-        return self.source.describe() if self.source else self.cfg.repo
+        return self.source.describe() if self.source else redact(self.cfg.repo)
 
     # -- setup (retried until it works) ---------------------------------------------------
 
@@ -151,7 +152,7 @@ class Daemon:
                 self.files.start()
         if self.store is None:
             self.store = connect(self.cfg.etcd)
-            self.store.revision()
+            self.store.revision(within=self.keys.root_b)
             self.health.etcd_ok = True
         if self.leader is None:
             self.leader = LeaderElection(self.store, self.keys.leader, self.identity,

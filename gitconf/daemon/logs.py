@@ -23,8 +23,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+class RedactFilter(logging.Filter):
+    """A last line of defence: no URL credential reaches a log line, whatever formatted it
+    (`user:token@host` becomes `***@host`, in the message and in string fields)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from ..gitsource import redact
+
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        for name, value in list(vars(record).items()):
+            if name not in JsonFormatter._skip and isinstance(value, str):
+                setattr(record, name, redact(value))
+        return True
+
+
 def setup_logging(fmt: str) -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(RedactFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("gitconf")

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..etcdstore import EtcdStore
 from ..gitsource import GitSource
 from ..records import Keys
+from ..store import Store
 
 log = logging.getLogger("gitconf.daemon")
 
@@ -60,7 +60,7 @@ class EtcdWatch:
     """A watch on the whole prefix from the last revision seen; restarted after errors from
     where it stopped (or from now, when that history is gone)."""
 
-    def __init__(self, store: EtcdStore, keys: Keys, wakeup: Wakeup,
+    def __init__(self, store: Store, keys: Keys, wakeup: Wakeup,
                  on_trigger: Callable[[bytes], None]):
         self.store = store
         self.keys = keys
@@ -73,7 +73,7 @@ class EtcdWatch:
     def start(self) -> None:
         if self._id is not None:
             self.store.cancel_watch(self._id)
-        start = self.watched_from or self.store.revision() + 1
+        start = self.watched_from or self.store.revision(within=self.keys.root_b) + 1
         self._id = self.store.watch_prefix(self.keys.root_b, start, self._callback)
         self.watched_from = start
         self.broken = False

@@ -28,13 +28,16 @@ from gitconf.records import (
 
 text = st.text(min_size=1, max_size=12)
 json_scalar = st.none() | st.booleans() | st.integers(-10**6, 10**6) | text
-key_change = st.builds(KeyChange, text, json_scalar, json_scalar)
+# what a deploy records: added keys by name, changed keys with both values, deleted with old
+added = st.builds(KeyChange, text)
+changed = st.builds(KeyChange, text, json_scalar, json_scalar)
+deleted = st.builds(KeyChange, text, json_scalar)
 deploy_record = st.builds(
     DeployRecord, st.integers(1, 10**6), text, text, text, text,
     st.sampled_from(["git", "rollback", "override"]), text, text,
-    previous_commit=st.none() | text, added=st.lists(key_change, max_size=3).map(tuple),
-    changed=st.lists(key_change, max_size=3).map(tuple),
-    deleted=st.lists(key_change, max_size=3).map(tuple), restored_commit=st.none() | text,
+    previous_commit=st.none() | text, added=st.lists(added, max_size=3).map(tuple),
+    changed=st.lists(changed, max_size=3).map(tuple),
+    deleted=st.lists(deleted, max_size=3).map(tuple), restored_commit=st.none() | text,
     reverted_drift=st.booleans(), override=st.none() | text)
 
 

@@ -1,0 +1,337 @@
+"""gitconf's one way to run git, reading commits through it, and pushing override branches,
+against real repositories in temporary directories (working trees and bare remotes)."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from gitconf.errors import GitError
+from gitconf.gitpush import (
+    PushRejected,
+    Scratch,
+    prepare_branch,
+    push_with_rebuild,
+    with_trailers,
+)
+from gitconf.gitsource import (
+    Credential,
+    GitSource,
+    first_line,
+    git_env,
+    run_git,
+    start_git,
+)
+from tests.helpers import GitRepo, git, make_repo
+
+BRANCH = "gitconf/override/svc/prod"
+
+# -- the helper ----------------------------------------------------------------------------------
+
+
+def test_run_git_returns_bytes_and_raises_one_clean_line(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n"})
+    res = run_git(["rev-parse", "HEAD"], cwd=repo.path)
+    assert res.returncode == 0 and res.stdout == (repo.head() + "\n").encode()
+    with pytest.raises(GitError) as err:
+        run_git(["rev-parse", "--verify", "no-such-ref"], cwd=repo.path, what="resolving")
+    assert str(err.value) == "resolving failed: Needed a single revision"
+    assert run_git(["rev-parse", "--verify", "--quiet", "nope"], cwd=repo.path,
+                   ok=(0, 1)).returncode == 1
+
+
+def test_first_line_prefers_the_fatal_line() -> None:
+    stderr = ("Cloning into 'x'...\nhint: try this\nremote: Not Found\n"
+              "fatal: repository 'https://h/r.git/' not found\n")
+    assert first_line(stderr) == "repository 'https://h/r.git/' not found"
+    assert first_line("hint: a\nsomething broke\n") == "something broke"
+    assert first_line("") == ""
+
+
+def test_environment_is_fixed_and_redirections_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_DIR", "/elsewhere")
+    monkeypatch.setenv("GIT_INDEX_FILE", "/elsewhere/index")
+    monkeypatch.setenv("GIT_SSH_COMMAND", "ssh -i key")
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "http.sslVerify")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "true")
+    monkeypatch.setenv("LANG", "de_DE.UTF-8")
+    env = git_env(credential=Credential("https://h", "u", "pw"))
+    assert "GIT_DIR" not in env and "GIT_INDEX_FILE" not in env
+    assert env["GIT_SSH_COMMAND"] == "ssh -i key"
+    assert env["GIT_TERMINAL_PROMPT"] == "0" and env["LC_ALL"] == "C"
+    assert env["GIT_CONFIG_COUNT"] == "3" and env["GIT_CONFIG_KEY_0"] == "http.sslVerify"
+    assert env["GIT_CONFIG_KEY_1"] == env["GIT_CONFIG_KEY_2"] == "credential.https://h.helper"
+    assert env["GIT_CONFIG_VALUE_1"] == "" and env["GIT_CONFIG_VALUE_2"].startswith("!")
+    assert "pw" not in env["GIT_CONFIG_VALUE_2"] and env["GITCONF_CRED_PASSWORD"] == "pw"
+
+
+def test_inherited_git_dir_does_not_redirect_gitconf(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run inside a git hook, GIT_DIR points at the hook's repository, not the one asked."""
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n"})
+    other = make_repo(tmp_path / "o", {"x.yaml": "b: 1\n"})
+    head = repo.head()
+    monkeypatch.setenv("GIT_DIR", str(other.path / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other.path))
+    source = GitSource.open(str(repo.path))
+    assert source.resolve("HEAD") == head
+    assert source.work_tree == repo.path.resolve()
+
+
+def test_reads_go_through_the_helper(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n", "svc/dev.yaml": "a: 2\n"})
+    first = repo.head()
+    second = repo.commit({"svc/prod.yaml": "a: 3\n"})
+    source = GitSource.open(str(repo.path))
+    assert source.is_ancestor(first, second) and not source.is_ancestor(second, first)
+    assert not source.is_ancestor("0" * 40, second)  # unknown: False, not an error
+    assert not source.is_ancestor("--help", second)
+    tree = source.tree(second)
+    assert tree.paths() == ["svc/dev.yaml", "svc/prod.yaml"]
+    assert list(tree.read(["svc/prod.yaml", "svc/dev.yaml"])) == [
+        ("svc/prod.yaml", b"a: 3\n"), ("svc/dev.yaml", b"a: 2\n")]
+    with pytest.raises(KeyError):
+        list(tree.read(["svc/none.yaml"]))
+    unlisted = pickle.loads(pickle.dumps(source.tree(second)))
+    assert dict(unlisted.read(["svc/dev.yaml"])) == {"svc/dev.yaml": b"a: 2\n"}
+    assert source.changed_status(first, second) == [("M", "svc/prod.yaml")]
+    with pytest.raises(GitError):
+        source.changed_status("--output=" + str(tmp_path / "written"), second)
+    assert not (tmp_path / "written").exists()
+
+
+def test_streaming_process_reports_gits_own_words(tmp_path: Path) -> None:
+    stream = start_git(["cat-file", "--batch"], tmp_path / "not-a-repo", what="reading")
+    err = stream.error("no answer")
+    assert str(err).startswith("reading failed: not a git repository")
+
+
+def test_pickled_source_carries_no_credential(tmp_path: Path) -> None:
+    source = GitSource(tmp_path, None, "https://u:tok@example.com/r.git")
+    assert source.remote is not None and source.remote.credential is not None
+    copy = pickle.loads(pickle.dumps(source))
+    assert copy.remote.credential is None and copy.describe() == "https://***@example.com/r.git"
+    assert b"tok" not in pickle.dumps(source)
+
+
+# -- hooks and identity --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hostile_global_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user's global config whose hooks would leave a marker, and no identity."""
+    hooks = tmp_path / "global-hooks"
+    hooks.mkdir()
+    marker = tmp_path / "hook-ran"
+    for name in ("pre-commit", "commit-msg", "post-commit", "pre-push", "post-checkout",
+                 "reference-transaction", "post-update", "pre-receive"):
+        hook = hooks / name
+        hook.write_text(f"#!/bin/sh\necho \"{name} $(pwd)\" >> '{marker}'\n")
+        hook.chmod(0o755)
+    config = tmp_path / "global.gitconfig"
+    config.write_text(f"[core]\n\thooksPath = {hooks}\n[commit]\n\tgpgSign = true\n"
+                      f'[trailer "seen"]\n\tcmd = "echo trailer-cmd >> {marker}; true"\n')
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(config))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for var in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME",
+                "GIT_COMMITTER_EMAIL", "EMAIL"):
+        monkeypatch.delenv(var, raising=False)
+    return marker
+
+
+def test_no_user_hook_runs_and_no_identity_is_needed(tmp_path: Path,
+                                                      hostile_global_config: Path) -> None:
+    marker = hostile_global_config
+    remote = _remote_with_main(tmp_path)
+    # the hooks are live: plain git runs them for the same kind of operation
+    subprocess.run(["git", "--git-dir", str(remote), "update-ref", "refs/heads/probe", "main"],
+                   check=True)
+    assert marker.exists()
+    marker.unlink()
+    source = GitSource.open(f"file://{remote}", cache_dir=tmp_path / "cache")
+    source.fetch()
+    sha = push_with_rebuild(source, "main", BRANCH, _edit("a: 9\n"))
+    assert sha is not None
+    # only the receiving repository's own hooks ran (a server's policy, not gitconf's side)
+    ran = marker.read_text().splitlines() if marker.exists() else []
+    assert all(line.endswith(f" {remote}") for line in ran), ran
+    assert not {line.split()[0] for line in ran} & {"pre-commit", "commit-msg", "post-commit",
+                                                     "pre-push", "post-checkout"}
+    assert _log(remote, sha, "%cn <%ce>|%G?") == "gitconf <gitconf@localhost>|N"
+
+
+def test_trailers_join_the_trailer_block() -> None:
+    trailer = {"Gitconf-Override": "ov-1"}
+    assert with_trailers("Subject", trailer) == "Subject\n\nGitconf-Override: ov-1\n"
+    assert with_trailers("Subject\n\nBody text.\n", trailer) == (
+        "Subject\n\nBody text.\n\nGitconf-Override: ov-1\n")
+    assert with_trailers("Subject\n\nReason: disk full", trailer) == (
+        "Subject\n\nReason: disk full\nGitconf-Override: ov-1\n")
+    assert with_trailers("Subject\n", {}) == "Subject\n"
+
+
+# -- pushing override branches -------------------------------------------------------------------
+
+
+def _remote_with_main(tmp_path: Path) -> Path:
+    work = make_repo(tmp_path / "seed", {"svc/prod.yaml": "# prod\na: 1\n", "README.md": "x\n"})
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(work.path), str(remote))
+    return remote
+
+
+def _person(tmp_path: Path, remote: Path, name: str = "person") -> GitRepo:
+    """A colleague's clone of the remote."""
+    git(tmp_path, "clone", "-q", str(remote), name)
+    return GitRepo(tmp_path / name)
+
+
+def _edit(text: str, override: str = "ov-1"):  # type: ignore[no-untyped-def]
+    def build(scratch: Scratch) -> str | None:
+        scratch.write("svc/prod.yaml", text.encode())
+        return scratch.commit(f"Override svc/prod ({override})", "Ann Oncall",
+                              "ann@example.com", {"Gitconf-Override": override})
+    return build
+
+
+def _log(remote: Path, ref: str, fmt: str) -> str:
+    return git(remote, "log", "-1", f"--format={fmt}", ref)
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> GitRepo:
+    """The user's working tree, whose origin is the bare remote."""
+    remote = _remote_with_main(tmp_path)
+    return _person(tmp_path, remote, "checkout")
+
+
+def test_first_push_creates_the_branch_from_base(checkout: GitRepo, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    base = git(remote, "rev-parse", "main")
+    before = git(checkout.path, "status", "--porcelain"), checkout.head()
+    source = GitSource.open(str(checkout.path))
+    with prepare_branch(source, "main", BRANCH) as scratch:
+        assert not scratch.existing and scratch.tip == base
+        assert scratch.read("svc/prod.yaml") == b"# prod\na: 1\n"
+        assert scratch.read("svc/none.yaml") is None
+        sha = _edit("# prod\na: 2\n")(scratch)
+        scratch.push()
+        workdir = scratch.dir
+    assert not workdir.exists()
+    assert git(remote, "rev-parse", f"refs/heads/{BRANCH}") == sha
+    assert _log(remote, BRANCH, "%P") == base
+    assert _log(remote, BRANCH, "%an <%ae>|%cn <%ce>") == (
+        "Ann Oncall <ann@example.com>|gitconf <gitconf@localhost>")
+    assert _log(remote, BRANCH, "%(trailers:key=Gitconf-Override,valueonly)") == "ov-1"
+    assert git(remote, "show", f"{BRANCH}:svc/prod.yaml") == "# prod\na: 2"
+    assert (git(checkout.path, "status", "--porcelain"), checkout.head()) == before
+    assert BRANCH not in git(checkout.path, "branch", "--list", "--all")  # origin's, not local
+
+
+def test_second_override_adds_a_commit_on_top(checkout: GitRepo, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    source = GitSource.open(str(checkout.path))
+    first = push_with_rebuild(source, "main", BRANCH, _edit("a: 2\n", "ov-1"))
+    second = push_with_rebuild(source, "main", BRANCH, _edit("a: 3\n", "ov-2"))
+    assert first and second and first != second
+    assert _log(remote, BRANCH, "%P") == first
+    assert git(remote, "rev-list", "--count", f"main..{BRANCH}") == "2"
+    assert _log(remote, BRANCH, "%(trailers:key=Gitconf-Override,valueonly)") == "ov-2"
+    assert push_with_rebuild(source, "main", BRANCH, _edit("a: 3\n", "ov-3")) is None  # no-op
+
+
+def test_a_concurrent_push_is_kept_and_built_upon(checkout: GitRepo, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    source = GitSource.open(str(checkout.path))
+    push_with_rebuild(source, "main", BRANCH, _edit("a: 2\n"))
+    person = _person(tmp_path, remote)
+    git(person.path, "checkout", "-q", BRANCH)
+    calls: list[str] = []
+
+    def build(scratch: Scratch) -> str | None:
+        calls.append(scratch.tip)
+        if len(calls) == 1:  # between our prepare and our push, a person pushes
+            person.commit({"svc/README.md": "theirs\n"}, message="their fix")
+            git(person.path, "push", "-q", "origin", BRANCH)
+        return _edit("a: 5\n", "ov-2")(scratch)
+
+    sha = push_with_rebuild(source, "main", BRANCH, build)
+    theirs = person.head()
+    assert len(calls) == 2 and calls[1] == theirs
+    assert git(remote, "rev-parse", BRANCH) == sha and _log(remote, BRANCH, "%P") == theirs
+    assert git(remote, "show", f"{BRANCH}:svc/README.md") == "theirs"
+    assert git(remote, "show", f"{BRANCH}:svc/prod.yaml") == "a: 5"
+
+
+def test_push_rejected_when_the_branch_moved(checkout: GitRepo, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    source = GitSource.open(str(checkout.path))
+    with prepare_branch(source, "main", BRANCH) as scratch:
+        _edit("a: 2\n")(scratch)
+        person = _person(tmp_path, remote)
+        person.commit({"other.txt": "x\n"}, message="theirs")
+        git(person.path, "push", "-q", "origin", f"HEAD:refs/heads/{BRANCH}")
+        with pytest.raises(PushRejected) as err:
+            scratch.push()
+        assert "the branch moved" in str(err.value) and "\n" not in str(err.value)
+        assert git(remote, "rev-parse", BRANCH) == person.head()  # never forced
+        scratch.reset()
+        assert scratch.existing and scratch.tip == person.head()
+        assert scratch.read("svc/prod.yaml") == b"# prod\na: 1\n"  # the edit is to redo
+
+
+def test_push_to_a_remote_that_is_gone(checkout: GitRepo, tmp_path: Path) -> None:
+    remote = tmp_path / "remote.git"
+    source = GitSource.open(str(checkout.path))
+    with prepare_branch(source, "main", BRANCH) as scratch:
+        _edit("a: 2\n")(scratch)
+        shutil.rmtree(remote)
+        with pytest.raises(GitError) as err:
+            scratch.push()
+    message = str(err.value)
+    assert not isinstance(err.value, PushRejected)
+    assert message.startswith(f"pushing {BRANCH} to {remote} failed: ")
+    assert "fatal" not in message and "\n" not in message
+    with pytest.raises(GitError) as err:
+        prepare_branch(source, "main", BRANCH)
+    assert str(err.value).startswith(f"reading the branches of {remote} failed: ")
+
+
+def test_scratch_refuses_bad_names_links_and_unknown_base(checkout: GitRepo,
+                                                          tmp_path: Path) -> None:
+    checkout.commit({"svc/dev.yaml": "a: 1\n"})
+    (checkout.path / "svc" / "link.yaml").symlink_to("dev.yaml")
+    checkout.commit(message="link")
+    git(checkout.path, "push", "-q", "origin", "main")
+    source = GitSource.open(str(checkout.path))
+    for base, branch in (("main", "bad..name"), ("main", "-x"), ("nope", BRANCH)):
+        with pytest.raises(GitError):
+            prepare_branch(source, base, branch)
+    with prepare_branch(source, "main", BRANCH) as scratch:
+        for path in ("../x", ".git/config", "/abs", "a//b"):
+            with pytest.raises(GitError):
+                scratch.write(path, b"x")
+        with pytest.raises(GitError, match="symbolic link"):
+            scratch.read("svc/link.yaml")
+        with pytest.raises(GitError, match="symbolic link"):
+            scratch.write("svc/link.yaml", b"a: 2\n")
+        with pytest.raises(GitError):
+            scratch.commit("m", "Ann <evil>", "ann@example.com")
+        with pytest.raises(GitError):
+            scratch.commit("m", "Ann", "ann@example.com", {"Bad Key": "v"})
+        assert scratch.commit("nothing", "Ann", "ann@example.com") is None
+
+
+def test_local_repository_without_origin_gets_the_branch(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n"})
+    source = GitSource.open(str(repo.path))
+    sha = push_with_rebuild(source, "main", BRANCH, _edit("a: 2\n"))
+    assert git(repo.path, "rev-parse", BRANCH) == sha
+    assert git(repo.path, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert (repo.path / "svc" / "prod.yaml").read_text() == "a: 1\n"  # checkout untouched
