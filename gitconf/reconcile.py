@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from .actor import default_actor, now_iso
 from .deploy import DEFAULT_MAX_BYTES, DEFAULT_MAX_OPS, DeployContext, Deployer, DeployOutcome
@@ -79,14 +79,19 @@ class Request:
     progress: Callable[[int], None] | None = None
     worktree: bool = False  # desired state from the working tree's files (local development)
     cancel: threading.Event | None = None  # set: submit no further unit (SIGTERM)
-    drift_policy: DriftPolicy | None = "revert"  # None: `.gitconf.yaml` drift
+    drift_policy: DriftPolicy | None = None  # None: `.gitconf.yaml` drift (default pr)
     fence: tuple[bytes, int] | None = None  # (key, mod_revision) every write must still see
     # called with every unit the pass examined, whatever its verdict; a dry run that has an
     # observer keeps no plans (status streams its rows)
     observe: Callable[[UnitPlan, bool], None] | None = None
-    # the fate of an open override's pull request: "open", "merged", "closed" or None (not
-    # known: no token, GitHub unreachable); asked once per open override of a selected unit
-    pull_request_state: Callable[[OverrideRecord], str | None] | None = None
+    # the fate of an open override's pull request, None when not known (no token, GitHub
+    # unreachable); asked once per open override of a selected unit
+    pull_request_state: Callable[[OverrideRecord], PullRequestFate | None] | None = None
+
+
+class PullRequestFate(NamedTuple):
+    state: str  # open | merged | closed
+    head_sha: str | None = None  # the pull request's last commit
 
 
 @dataclass
@@ -127,6 +132,9 @@ class Result:
             "skipped": pairs(self.plan.skipped),
             "failed": pairs(self.plan.failed),
             "problems": [p.as_json() for p in self.problems],
+            "held": pairs(self.held),
+            "overrides": {"opened": [r.shown() for r in self.new_overrides],
+                          "closed": [r.shown() for r in self.closed_overrides]},
         }
 
 
@@ -328,9 +336,10 @@ class Reconciler:
         else:
             asked = p.req.pull_request_state
             fate = asked(record) if asked is not None and record.pull_request else None
-            if fate == "merged" or git_caught_up(desired, lv):
+            if git_caught_up(desired, lv) or (fate is not None and fate.state == "merged"
+                                              and self._contains(p.target, fate.head_sha)):
                 state, why = "merged", "Git has the overridden values"
-            elif fate == "closed":
+            elif fate is not None and fate.state == "closed":
                 state, why = "closed", "its pull request was closed unmerged"
         if state is None:
             return lv, frozenset()
@@ -343,6 +352,16 @@ class Reconciler:
             p.own.append(closed[1])
         freed = replace(lv, override=None, override_revision=0)
         return freed, (record.held if state == "merged" else frozenset())
+
+    def _contains(self, target: str, commit: str | None) -> bool:
+        """The commit a merged pull request brought is in what this pass applies (until
+        then, closing its override would flip the keys back to the old values)."""
+        if not commit:
+            return False
+        try:
+            return commit == target or self.source.is_ancestor(commit, target)
+        except GitconfError:
+            return False
 
     def _adopt(self, p: _Pass, up: UnitPlan) -> bool:
         """Drift under the `pr` policy becomes an override (source `drift`, by `etcd`): the

@@ -209,10 +209,17 @@ def test_out_of_band_write_is_drift_seen_by_diff_and_status(example_repo: GitRep
     assert states[("search", "prod")] == "drifted"
     assert states[("search", "dev")] == "out-of-sync"
     assert states[("payments", "prod")] == "in-sync"
-    assert cli("apply", "--repo", str(example_repo.path), env=env).exit_code == 0
-    live = data(store, keys)
-    assert live["search/prod/index.products.shards"]["value"] == 6
-    assert live["search/dev/index.products.replicas"]["value"] == 0
+    # the example's policy is `pr` (SPEC's default): apply keeps the drift as overrides that
+    # propose it to Git, instead of reverting it (`revert` is tested below)
+    res = cli("apply", "--repo", str(example_repo.path), "-f", "json", env=env).json()
+    assert {(o["service"], o["environment"], o["source"]) for o in res["overrides"]["opened"]} \
+        == {("search", "prod", "drift"), ("search", "dev", "drift")}
+    live = data_raw(store, keys)
+    assert live["search/prod/index.products.shards"] == b"99"
+    assert "search/dev/index.products.replicas" not in live
+    status = cli("status", "--repo", str(example_repo.path), "-f", "json", env=env).json()
+    states = {(u["service"], u["environment"]): u["state"] for u in status["units"]}
+    assert states[("search", "prod")] == states[("search", "dev")] == "overridden"
 
 
 def test_get_and_history_json_shapes(example_repo: GitRepo, env: dict) -> None:
@@ -253,8 +260,9 @@ def test_url_repository_is_cloned_into_the_cache(tmp_path: Path, env: dict, stor
 
 def test_foreign_raw_values_are_replaced_and_pruned(tmp_path: Path, env: dict, store: EtcdStore,
                                                     keys: Keys) -> None:
-    """Bytes that are not an envelope (an etcdctl put) are shown as text, then converged."""
-    repo = make_repo(tmp_path / "r", {"a/prod.yaml": "x: 1\n"})
+    """Bytes that are not an envelope (an etcdctl put) are shown as text, then converged
+    (drift policy `revert`; the default, `pr`, is tested in test_overrides.py)."""
+    repo = make_repo(tmp_path / "r", {"a/prod.yaml": "x: 1\n", ".gitconf.yaml": "drift: revert\n"})
     assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
     unit = UnitId("a", "prod")
     store.put(keys.data_key(unit, "x"), b"plain text")
@@ -287,10 +295,11 @@ def test_remote_gone_is_a_clear_connection_error(tmp_path: Path, env: dict, stor
 
 def test_keys_gitconf_never_deployed_are_left_alone(tmp_path: Path, env: dict, store: EtcdStore,
                                                     keys: Keys) -> None:
-    """Another tool's keys under the prefix are not pruned; a managed unit's extra keys are."""
+    """Another tool's keys under the prefix are not pruned; a managed unit's extra keys are
+    (drift policy `revert`)."""
     legacy = UnitId("legacy", "prod")
     store.put(keys.data_key(legacy, "x"), b"hand-written")
-    repo = make_repo(tmp_path / "r", {"a/prod.yaml": "x: 1\n"})
+    repo = make_repo(tmp_path / "r", {"a/prod.yaml": "x: 1\n", ".gitconf.yaml": "drift: revert\n"})
     for args in (["apply"], ["apply", "--full"]):
         assert cli(*args, "--repo", str(repo.path), env=env).exit_code == 0
         assert "legacy/prod/x" in data_raw(store, keys)

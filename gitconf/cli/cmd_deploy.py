@@ -112,12 +112,20 @@ def apply(
                   dry_run=dry_run, actor=actor, max_ops=max_txn_ops,
                   max_bytes=max_request_bytes, progress=advance)
     with reconciler_for(repo, etcd, prefix, ref) as rec:
+        from ..followup import PullRequests, base_branch, settings_at
+
+        settings = settings_at(rec.source, ref)
+        prs = PullRequests(rec.source, rec.store, rec.keys, settings,
+                           base_branch(rec.source, settings))
+        req.pull_request_state = prs.state
         if progress is not None:
             with progress:
                 task = progress.add_task("apply", total=None)
                 result = rec.run(req)
         else:
             result = rec.run(req)
+        if not dry_run:
+            result.new_overrides = [f.record for f in prs.after(result)]
     if format is Format.json:
         doc = result.as_json() if not dry_run else {**result.as_json(),
                                                     **plan_json(result, show_secrets)}

@@ -7,6 +7,7 @@ from . import (  # noqa: F401  (importing registers the commands)
     cmd_demo,
     cmd_deploy,
     cmd_inspect,
+    cmd_override,
     cmd_rollback,
     cmd_validate,
 )

@@ -119,6 +119,16 @@ def render_apply(con: Console, result: Result) -> None:
         if len(deploys) > 200:
             con.print(f"[dim]… and {len(deploys) - 200} more units[/]")
     render_skipped_failed(con, result.plan)
+    for unit, reason in result.held:
+        con.print(f"[magenta]⏸ {unit}[/] {escape(reason)}")
+    for r in result.closed_overrides:
+        con.print(f"[green]✓[/] override {r.id} of {r.unit} closed as {r.state}: "
+                  f"{escape(r.closed_reason or '')}")
+    for r in result.new_overrides:
+        pr = r.pull_request.url if r.pull_request and r.pull_request.url else "pull request "\
+            "pending"
+        con.print(f"[magenta]![/] drift in {r.unit} kept as override {r.id} "
+                  f"({', '.join(k.key for k in r.keys)}): {escape(pr)}")
     for p in result.problems:
         con.print(f"[red]✗[/] {escape(p.file)}:{p.line}:{p.column} {p.code}: {escape(p.message)}")
     keys = sum(len(d.added) + len(d.changed) + len(d.deleted) for d in deploys)

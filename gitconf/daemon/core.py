@@ -26,13 +26,15 @@ from typing import Any
 from ..errors import EtcdError, GitconfError, GitError
 from ..etcdstore import connect
 from ..gitsource import GitSource, redact
+from ..model import UnitId
 from ..reconcile import Reconciler, Request
-from ..records import Keys, TriggerRecord
+from ..records import Keys, RecordError, TriggerRecord
 from ..store import Store
 from .http import Endpoints, make_server, serve
 from .leader import LeaderElection
 from .logs import setup_logging
 from .metrics import Metrics
+from .overrides import OverrideUpkeep
 from .reporting import Health, report
 from .triggers import EtcdWatch, FileWatch, Wakeup
 
@@ -70,6 +72,7 @@ class Daemon:
         self.reconciler: Reconciler | None = None
         self.watch: EtcdWatch | None = None
         self.files: FileWatch | None = None
+        self.upkeep: OverrideUpkeep | None = None
         self.health = Health()
         self.port = 0
 
@@ -81,7 +84,8 @@ class Daemon:
         host, _, port = self.cfg.listen.rpartition(":")
         server = make_server(host or "127.0.0.1", int(port), Endpoints(
             self.ready, self.metrics.render, self.cfg.branch, self.cfg.webhook_secret,
-            self._on_push, lambda: self.metrics.errors.labels("webhook").inc()))
+            self._on_push, lambda: self.metrics.errors.labels("webhook").inc(),
+            self._on_pull_request))
         self.port = server.server_address[1]
         serve(server)
         log.info("listening on http://%s:%d", host or "127.0.0.1", self.port,
@@ -188,7 +192,27 @@ class Daemon:
     def _on_trigger(self, value: bytes) -> None:
         """A webhook relayed through `_system/trigger` by another replica (called by the watch
         with its lock held: set flags only)."""
+        try:
+            relayed = TriggerRecord.from_json(value)
+        except RecordError:
+            relayed = None
+        if relayed is not None and relayed.kind == "pull_request" and self.upkeep is not None:
+            self.upkeep.poke(relayed.number)
         self.wakeup.force = True
+
+    def _on_pull_request(self, number: int, delivery: str) -> None:
+        """A verified `pull_request` webhook (closed or merged): look at overrides now, on
+        whichever replica leads."""
+        log.info("webhook: pull request #%d changed (delivery %s)", number, delivery)
+        if self.upkeep is not None:
+            self.upkeep.poke(number)
+        self.wakeup.wake()
+        if self.store is not None and not (self.leader and self.leader.leading):
+            try:
+                self.store.put(self.keys.trigger, TriggerRecord(
+                    "", time.time(), self.identity, "pull_request", number, delivery).to_json())
+            except EtcdError as exc:
+                log.warning("webhook: could not relay the pull request through etcd: %s", exc)
 
     # -- the cycle ------------------------------------------------------------------------
 
@@ -209,20 +233,32 @@ class Daemon:
         h = self.health
         idle = (h.first_done and h.last_ok and head == h.last_head and not foreign
                 and not self.watch.broken and not (forced and self.cfg.worktree))
+        due = self._upkeep().due(head) if h.first_done else set()
+        if due:
+            self._cycle(head, due)  # overrides that ended: their units, now
         if idle:
             self.metrics.reconciles.labels("idle").inc()
             return
         self._cycle(head)
 
-    def _cycle(self, head: str) -> None:
+    def _upkeep(self) -> OverrideUpkeep:
+        assert self.source is not None and self.store is not None
+        if self.upkeep is None or self.upkeep.store is not self.store:
+            self.upkeep = OverrideUpkeep(self.source, self.store, self.keys, self.cfg.branch,
+                                         self.metrics)
+        return self.upkeep
+
+    def _cycle(self, head: str, units: set[UnitId] | None = None) -> None:
         assert self.source is not None and self.store is not None and self.leader is not None
         assert self.watch is not None
         fence = self.leader.fence()
         if fence is None:
             return
         started = time.perf_counter()
+        upkeep = self._upkeep()
         req = Request(ref=head, actor=self.actor, drift_policy=None, cancel=self.stop,
-                      fence=fence, worktree=self.cfg.worktree, max_ops=self.cfg.max_ops)
+                      fence=fence, worktree=self.cfg.worktree, max_ops=self.cfg.max_ops,
+                      units=units, pull_request_state=upkeep.pull_requests(head).state)
         if self.reconciler is None or self.reconciler.store is not self.store:
             self.reconciler = Reconciler(self.source, self.store, self.keys)
         try:
@@ -230,8 +266,10 @@ class Daemon:
         finally:
             self.metrics.reconcile_duration.observe(time.perf_counter() - started)
         self.wakeup.record_own(result.own_revisions, self.watch.watched_from)
-        self.health.succeeded(head, result)
+        if units is None:
+            self.health.succeeded(head, result)
         report(result, head, time.perf_counter() - started, self.metrics, self.health)
+        upkeep.after(result, head)
 
     def _failed(self, exc: Exception) -> None:
         self.health.last_error = str(exc)

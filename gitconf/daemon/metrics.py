@@ -19,7 +19,7 @@ class Metrics:
         self.deploys = Counter("gitconf_deploys_total", "Unit deploys written.", registry=r)
         self.drift = Counter("gitconf_drift_events_total",
                              "Units changed in etcd by something other than gitconf, by what "
-                             "was done (reverted, reported).", ["action"], registry=r)
+                             "was done (reverted, reported, override).", ["action"], registry=r)
         self.errors = Counter("gitconf_errors_total",
                               "Errors by kind (git, etcd, invalid, webhook, internal).",
                               ["kind"],
@@ -33,13 +33,21 @@ class Metrics:
         self.deployed = Gauge("gitconf_deployed_commit_info",
                               "The branch commit etcd was last reconciled to (one series).",
                               ["commit"], registry=r)
+        self.overrides_open = Gauge("gitconf_overrides_open",
+                                    "Open overrides (emergency fixes and adopted drift) not yet "
+                                    "merged to Git.", registry=r)
+        self.pull_requests = Counter("gitconf_pull_requests_total",
+                                     "Follow-up pull requests by result (opened, pending, "
+                                     "failed, closed).", ["result"], registry=r)
         self._commit: str | None = None
         for result in ("success", "idle", "error"):
             self.reconciles.labels(result)
         for kind in ("git", "etcd", "invalid", "webhook", "internal"):
             self.errors.labels(kind)
-        for action in ("reverted", "reported"):
+        for action in ("reverted", "reported", "override"):
             self.drift.labels(action)
+        for result in ("opened", "pending", "failed", "closed"):
+            self.pull_requests.labels(result)
 
     def set_commit(self, commit: str) -> None:
         if commit != self._commit:
