@@ -161,6 +161,7 @@ class _Pass:
     leftovers: set[UnitId] = field(default_factory=set)  # kept by --no-prune
     cancelled: set[UnitId] = field(default_factory=set)
     own: list[int] = field(default_factory=list)  # revisions of override writes of this pass
+    ended: set[UnitId] = field(default_factory=set)  # units whose override ended in this pass
 
 
 class Reconciler:
@@ -293,11 +294,15 @@ class Reconciler:
                           f"invalid: {bad.file}:{bad.line}:{bad.column} {bad.code}: "
                           f"{bad.message}")
         else:
+            ended = lv.override
             lv, refresh = self._override_fate(p, desired, lv)
             up = plan_one(unit, desired, lv, p.options, refresh)
+            if ended is not None and lv.override is None:
+                p.ended.add(unit)  # its keys return to Git now: not drift
         if up.held:
             result.held.append((unit, up.reason or "held by override"))
-        up.drift = bool(up.changes) and p.sel.is_drift(unit) and shows_drift(lv)
+        up.drift = (bool(up.changes) and unit not in p.ended and p.sel.is_drift(unit)
+                    and shows_drift(lv))
         if req.observe is not None:
             req.observe(up, up.drift)
         if up.drift and p.policy != "revert":
