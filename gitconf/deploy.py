@@ -26,7 +26,7 @@ from .errors import EtcdError
 from .gitsource import CommitInfo
 from .masking import MASK
 from .model import JSON, Change, DeploySource, UnitId, UnitPlan
-from .plan import canon
+from .plan import canon, left_alone
 from .records import (
     DeployRecord,
     EnvelopeMeta,
@@ -249,7 +249,8 @@ class Deployer:
             secrets.update(live.record.secret_keys)
         unit_record = UnitRecord(deploy, c.sha, c.version, ctx.source, ctx.deployed_at,
                                  ctx.actor, n_keys, tuple(sorted(secrets)),
-                                 ctx.restored_commit)
+                                 ctx.restored_commit,
+                                 tuple(sorted(left_alone(up.desired, live))))
         return record, unit_record
 
     def _record_parts(self, w: _UnitWrite, pending_revision: int | None,

@@ -157,6 +157,7 @@ class UnitPlan:
     reason: str | None = None
     held: tuple[str, ...] = ()  # keys left alone because an open override holds them
     drift: bool = False  # the changes undo someone else's writes to a unit Git did not change
+    kept: tuple[str, ...] = ()  # keys another tool wrote before gitconf: never pruned
 
     @property
     def writes(self) -> bool:

@@ -62,6 +62,16 @@ def held_keys(live: LiveUnit) -> frozenset[str]:
     return live.override.held if live.override is not None else frozenset()
 
 
+def left_alone(desired: DesiredUnit | None, live: LiveUnit) -> frozenset[str]:
+    """Keys another tool wrote under the unit before gitconf first deployed it, which Git does
+    not have: gitconf prunes only what it wrote, so these are never deleted (the unit record
+    remembers them); a key Git later gets is adopted like any other."""
+    wanted = desired.values if desired else {}
+    if live.record is None:
+        return frozenset(k for k in live.keys if k not in wanted)
+    return frozenset(k for k in live.record.foreign if k in live.keys and k not in wanted)
+
+
 def plan_unit(unit: UnitId, desired: DesiredUnit | None, live: LiveUnit,
               prune: bool = True, refresh: frozenset[str] = frozenset()) -> list[Change]:
     """Adds, changes and deletes that make the live unit equal to the desired one, leaving the
@@ -81,8 +91,9 @@ def plan_unit(unit: UnitId, desired: DesiredUnit | None, live: LiveUnit,
         elif key in refresh or not json_equal(current.value, value):
             changes.append(Change(key, "change", shown_live(current), value, secret(key)))
     if prune:
+        kept = left_alone(desired, live)
         for key, current in live_keys.items():
-            if key not in wanted and key not in held:
+            if key not in wanted and key not in held and key not in kept:
                 changes.append(Change(key, "delete", shown_live(current), None, secret(key)))
     changes.sort(key=lambda c: c.key)
     return changes
@@ -95,12 +106,26 @@ def shown_live(current: LiveKey) -> JSON:
     return current.value
 
 
+@dataclass(frozen=True)
+class MassDeleteGuard:
+    """A deploy that would delete more than `max_percent` of a unit's keys (and at least
+    `min_keys` of them), or remove a whole unit that large, is refused unless allowed: an
+    emptied file or a deleted service is more often a mistake than a plan."""
+
+    max_percent: float = 50.0
+    min_keys: int = 10
+
+    def refuses(self, deletes: int, total: int) -> bool:
+        return deletes >= self.min_keys and deletes * 100 > self.max_percent * max(total, 1)
+
+
 @dataclass
 class PlanOptions:
     prune: bool = True
     respect_pins: bool = True
     lifted_pins: Collection[UnitId] = field(default_factory=frozenset)
     source: DeploySource = "git"
+    mass_delete: MassDeleteGuard | None = None  # None: allowed
 
 
 def plan_one(unit: UnitId, desired: DesiredUnit | None, live: LiveUnit,
@@ -127,11 +152,20 @@ def plan_one(unit: UnitId, desired: DesiredUnit | None, live: LiveUnit,
                         f"{commit} --service {unit.service} --env {unit.environment}` to "
                         "finish it")
     changes = plan_unit(unit, desired, live, options.prune, refresh)
+    deletes = sum(c.op == "delete" for c in changes)
+    guard = options.mass_delete
+    if guard is not None and guard.refuses(deletes, len(live.keys)):
+        what = "remove the whole unit" if desired is None else "delete"
+        return UnitPlan(unit, [], desired, live, "failed",
+                        f"would {what}: {deletes} of its {len(live.keys)} keys, over the "
+                        f"mass-delete guard ({guard.max_percent:g}%, from {guard.min_keys} "
+                        "keys); re-run with --allow-mass-delete if that is what you want")
     verdict: Verdict = "changes" if changes or pending is not None else "in-sync"
     held = tuple(sorted(held_keys(live)))
     reason = f"held by override {live.override.id}: {', '.join(held)}" \
         if live.override is not None else None
-    return UnitPlan(unit, changes, desired, live, verdict, reason, held)
+    kept = tuple(sorted(left_alone(desired, live))) if desired is not None else ()
+    return UnitPlan(unit, changes, desired, live, verdict, reason, held, kept=kept)
 
 
 def git_caught_up(desired: DesiredUnit | None, live: LiveUnit) -> bool:

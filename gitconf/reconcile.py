@@ -33,6 +33,7 @@ from .model import (
 from .overrides import UNSET, Actor, KeyEdit, close_override, is_expired, read_value, write_override
 from .pins import lifted_pins
 from .plan import (
+    MassDeleteGuard,
     PlanOptions,
     add_to_plan,
     git_caught_up,
@@ -87,6 +88,7 @@ class Request:
     # the fate of an open override's pull request, None when not known (no token, GitHub
     # unreachable); asked once per open override of a selected unit
     pull_request_state: Callable[[OverrideRecord], PullRequestFate | None] | None = None
+    allow_mass_delete: bool = False  # the mass-delete guard (`.gitconf.yaml` mass_delete)
 
 
 class PullRequestFate(NamedTuple):
@@ -109,6 +111,7 @@ class Result:
     cancelled: bool = False
     own_revisions: list[int] = field(default_factory=list)  # of every write this run made
     held: list[tuple[UnitId, str]] = field(default_factory=list)  # keys held by an override
+    kept: list[tuple[UnitId, str]] = field(default_factory=list)  # foreign keys left alone
     closed_overrides: list[OverrideRecord] = field(default_factory=list)
     new_overrides: list[OverrideRecord] = field(default_factory=list)  # drift adopted (`pr`)
 
@@ -132,7 +135,7 @@ class Result:
             "skipped": pairs(self.plan.skipped),
             "failed": pairs(self.plan.failed),
             "problems": [p.as_json() for p in self.problems],
-            "held": pairs(self.held),
+            "held": pairs(self.held), "kept": pairs(self.kept),
             "overrides": {"opened": [r.shown() for r in self.new_overrides],
                           "closed": [r.shown() for r in self.closed_overrides]},
         }
@@ -194,9 +197,12 @@ class Reconciler:
 
     def run(self, req: Request) -> Result:
         p = self._begin(req)
-        if any(problem.code == "settings" for problem in p.layout.problems):
+        if _settings_broken(p.layout):
             # `.gitconf.yaml` decides what is a service and an environment: nothing is safe
-            p.result.plan.failed.extend((u, "invalid .gitconf.yaml") for u in sorted(p.selected))
+            bad = next(x for x in p.layout.problems if x.file in SETTINGS_FILES
+                       or x.code == "settings")
+            why = f"invalid .gitconf.yaml: {bad.file}:{bad.line}:{bad.column} {bad.message}"
+            p.result.plan.failed.extend((u, why) for u in sorted(p.selected))
             return p.result
         self._plan_and_deploy(p)
         if p.deployer is not None:
@@ -232,7 +238,9 @@ class Reconciler:
                         dry_run=req.dry_run, units_examined=len(selected))
         lifted = lifted_pins(self.source, target, selected, live) if req.respect_pins else set()
         options = PlanOptions(prune=req.prune, respect_pins=req.respect_pins, lifted_pins=lifted,
-                              source=req.source)
+                              source=req.source,
+                              mass_delete=None if req.allow_mass_delete or req.source == "rollback"
+                              else _guard(layout))
         ctx = DeployContext(self.keys, commit, req.source, default_actor(req.actor), now_iso(),
                             max_ops=req.max_ops, max_bytes=req.max_bytes,
                             restored_commit=target if req.source == "rollback" else None,
@@ -301,6 +309,11 @@ class Reconciler:
                 p.ended.add(unit)  # its keys return to Git now: not drift
         if up.held:
             result.held.append((unit, up.reason or "held by override"))
+        if up.kept:
+            result.kept.append((unit, f"left alone, not written by gitconf: "
+                                      f"{', '.join(up.kept[:5])}"
+                                      + (f" and {len(up.kept) - 5} more" if len(up.kept) > 5
+                                         else "")))
         up.drift = (bool(up.changes) and unit not in p.ended and p.sel.is_drift(unit)
                     and shows_drift(lv))
         if req.observe is not None:
@@ -322,9 +335,9 @@ class Reconciler:
             add_to_plan(result.plan, up)
         elif up.writes:
             p.deployer.submit(up)
-        if not req.prune and desired is not None and any(k not in desired.values
-                                                         for k in lv.keys):
-            p.leftovers.add(unit)
+        if not req.prune and lv.tracked and any(k not in (desired.values if desired else ())
+                                                for k in lv.keys):
+            p.leftovers.add(unit)  # kept by --no-prune: unconverged, looked at again
 
     def _override_fate(self, p: _Pass, desired: DesiredUnit | None, lv: LiveUnit,
                        ) -> tuple[LiveUnit, frozenset[str]]:
@@ -416,6 +429,18 @@ class Reconciler:
         moved = last is not None and last.commit != p.target and bool(p.candidates)
         return Outcome(p.target, p.sel.seen, own, (prior | p.candidates) - converged, drifted,
                        moved)
+
+
+def _settings_broken(layout: Layout) -> bool:
+    """Any error in `.gitconf.yaml` (a syntax error too): it decides what is a service and an
+    environment, so nothing can be applied safely."""
+    return any(p.severity == "error" and (p.code == "settings" or p.file in SETTINGS_FILES)
+               for p in layout.problems)
+
+
+def _guard(layout: Layout) -> MassDeleteGuard:
+    conf = layout.settings.get("mass_delete") or {}
+    return MassDeleteGuard(float(conf.get("max_percent", 50)), int(conf.get("min_keys", 10)))
 
 
 def _policy(layout: Layout) -> DriftPolicy:

@@ -183,6 +183,9 @@ class UnitRecord(Record):
     # the schema no longer says so (docs/security.md)
     secret_keys: tuple[str, ...] = ()
     restored_commit: str | None = None
+    # keys another tool had written under the unit before its first deploy, which Git does not
+    # have: left alone, never pruned
+    foreign: tuple[str, ...] = ()
 
     _omit_none: ClassVar[tuple[str, ...]] = ("restored_commit",)
 
@@ -190,6 +193,7 @@ class UnitRecord(Record):
     def _decode(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs["deploy"] = int(kwargs["deploy"])
         kwargs["secret_keys"] = tuple(str(k) for k in kwargs.get("secret_keys", ()))
+        kwargs["foreign"] = tuple(str(k) for k in kwargs.get("foreign", ()))
         return kwargs
 
 

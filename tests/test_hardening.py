@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from gitconf.etcdstore import EtcdStore
+from gitconf.model import UnitId
 from gitconf.records import Keys
 from tests.helpers import cli, make_repo
 
@@ -42,3 +43,64 @@ def test_a_unit_whose_file_became_a_symlink_fails_and_keeps_its_keys(
     assert "symbolic link" in res.json()["failed"][0]["reason"]
     kvs, _ = store.scan(keys.root_b + b"svc/prod/")
     assert sorted(kv.key.rsplit(b"/", 1)[1] for kv in kvs) == [b"a", b"b"]  # not pruned
+
+
+def test_a_syntax_error_in_settings_stops_apply_entirely(tmp_path: Path, env: dict,
+                                                          store: EtcdStore, keys: Keys) -> None:
+    repo = make_repo(tmp_path / "r", {".gitconf.yaml": "environments: [prod\n",
+                                      "svc/prod.yaml": "a: 1\n", "docs/dev.yaml": "b: 2\n"})
+    before = store.revision()
+    res = cli("apply", "--repo", str(repo.path), "-f", "json", env=env)
+    assert res.exit_code == 1
+    reasons = {f["reason"] for f in res.json()["failed"]}
+    assert all(r.startswith("invalid .gitconf.yaml: .gitconf.yaml:") for r in reasons)
+    assert store.revision() == before  # nothing written, not even the ignored directory
+    assert cli("diff", "--repo", str(repo.path), env=env).exit_code == 1
+
+
+def test_no_prune_of_a_removed_service_is_picked_up_by_the_next_apply(
+        tmp_path: Path, env: dict, store: EtcdStore, keys: Keys) -> None:
+    repo = make_repo(tmp_path / "r", {"a/prod.yaml": "x: 1\n", "b/prod.yaml": "y: 2\n"})
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    repo.commit({"b/prod.yaml": None}, message="retire b")
+    assert cli("apply", "--repo", str(repo.path), "--no-prune", env=env).exit_code == 0
+    assert store.get(keys.data_key(UnitId("b", "prod"), "y")) is not None  # kept
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    assert store.get(keys.data_key(UnitId("b", "prod"), "y")) is None  # converged later
+
+
+def test_first_deploy_keeps_keys_another_tool_wrote(tmp_path: Path, env: dict,
+                                                    store: EtcdStore, keys: Keys) -> None:
+    unit = UnitId("svc", "prod")
+    store.put(keys.data_key(unit, "legacy.flag"), b"on")
+    store.put(keys.data_key(unit, "a"), b"old")
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n"})
+    res = cli("apply", "--repo", str(repo.path), "-f", "json", env=env)
+    assert res.exit_code == 0
+    assert res.json()["kept"][0]["reason"].endswith("legacy.flag")
+    assert store.get(keys.data_key(unit, "legacy.flag")).value == b"on"  # never deleted
+    repo.commit({"svc/prod.yaml": "a: 2\n"})
+    assert cli("apply", "--repo", str(repo.path), "--full", env=env).exit_code == 0
+    assert store.get(keys.data_key(unit, "legacy.flag")).value == b"on"  # nor later
+    repo.commit({"svc/prod.yaml": "a: 2\nlegacy:\n  flag: true\n"})  # Git adopts it
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    assert b'"value":true' in store.get(keys.data_key(unit, "legacy.flag")).value
+
+
+def test_mass_delete_guard_refuses_an_emptied_unit_unless_allowed(
+        tmp_path: Path, env: dict, store: EtcdStore, keys: Keys) -> None:
+    from gitconf.gitsource import GitSource
+    from gitconf.reconcile import Reconciler, Request
+
+    values = "".join(f"k{i}: {i}\n" for i in range(20))
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": values, "svc/dev.yaml": values})
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    repo.commit({"svc/prod.yaml": "k0: 0\n", "svc/dev.yaml": None}, message="oops")
+    res = cli("apply", "--repo", str(repo.path), "-f", "json", env=env)
+    assert res.exit_code == 1
+    failed = {f["environment"]: f["reason"] for f in res.json()["failed"]}
+    assert "19 of its 20 keys" in failed["prod"] and "whole unit" in failed["dev"]
+    assert len(store.scan(keys.unit_prefix(UnitId("svc", "prod")))[0]) == 20  # untouched
+    rec = Reconciler(GitSource.open(str(repo.path)), store, keys)
+    assert rec.run(Request(allow_mass_delete=True)).ok
+    assert len(store.scan(keys.unit_prefix(UnitId("svc", "prod")))[0]) == 1

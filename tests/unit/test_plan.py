@@ -30,8 +30,10 @@ json_values = st.recursive(
 flat = st.dictionaries(st.sampled_from(["a", "b", "c.d", "c.e", "f"]), json_values, max_size=5)
 
 
-def live_of(values: dict[str, JSON], revision: int = 1) -> LiveUnit:
-    return LiveUnit(U, {k: LiveKey(v, b"", revision, None) for k, v in values.items()})
+def live_of(values: dict[str, JSON], revision: int = 1, tracked: bool = True) -> LiveUnit:
+    """A unit as etcd holds it; `tracked`: gitconf deployed it before (it has a record)."""
+    record = UnitRecord(1, "c", "v", "git", "t", "me", len(values)) if tracked else None
+    return LiveUnit(U, {k: LiveKey(v, b"", revision, None) for k, v in values.items()}, record)
 
 
 def apply(live: dict[str, JSON], desired: DesiredUnit, prune: bool = True) -> dict[str, JSON]:
@@ -72,7 +74,7 @@ def test_verdicts() -> None:
     assert plan_one(U, bad, live_of({}), opts).verdict == "failed"
     assert plan_one(U, ok, live_of({"a": 1}), opts).verdict == "in-sync"
     assert plan_one(U, ok, live_of({}), opts).verdict == "changes"
-    assert plan_one(U, None, live_of({"x": 1}), opts).verdict == "untracked"
+    assert plan_one(U, None, live_of({"x": 1}, tracked=False), opts).verdict == "untracked"
     pinned = live_of({})
     pinned.pin = Pin("c" * 40, "me", "t", "incident")
     up = plan_one(U, ok, pinned, opts)
@@ -95,3 +97,28 @@ def test_drift_is_what_came_after_the_unit_record() -> None:
     assert shows_drift(clean)  # a key deleted by someone else: fewer keys than deployed
     clean.record = UnitRecord(1, "c", "v", "git", "t", "me", 1)
     assert not shows_drift(clean)
+
+
+@given(flat, flat)
+def test_a_first_deploy_leaves_keys_another_tool_wrote(live: dict[str, JSON],
+                                                       wanted: dict[str, JSON]) -> None:
+    """Before gitconf's first deploy of a unit, keys Git lacks are not gitconf's: kept."""
+    desired = DesiredUnit(U, wanted, {}, ("f",))
+    changes = plan_unit(U, desired, live_of(live, tracked=False))
+    assert not any(c.op == "delete" for c in changes)
+    up = plan_one(U, desired, live_of(live, tracked=False), PlanOptions())
+    assert set(up.kept) == set(live) - set(wanted)
+
+
+def test_the_mass_delete_guard_refuses_emptying_a_unit() -> None:
+    from gitconf.plan import MassDeleteGuard
+
+    live = live_of({f"k{i}": i for i in range(20)})
+    guard = PlanOptions(mass_delete=MassDeleteGuard(50, 10))
+    emptied = plan_one(U, DesiredUnit(U, {"k0": 0}, {}, ("f",)), live, guard)
+    assert emptied.verdict == "failed" and "19 of its 20 keys" in (emptied.reason or "")
+    removed = plan_one(U, None, live, guard)
+    assert removed.verdict == "failed" and "remove the whole unit" in (removed.reason or "")
+    few = plan_one(U, DesiredUnit(U, {f"k{i}": i for i in range(12)}, {}, ("f",)), live, guard)
+    assert few.verdict == "changes"  # 8 deletes: under the guard's 10 keys
+    assert plan_one(U, None, live, PlanOptions()).verdict == "changes"  # allowed
