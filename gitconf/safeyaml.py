@@ -22,9 +22,21 @@ Path = tuple[Any, ...]
 _T = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = _T + "str", _T + "int", _T + "float", _T + "bool", _T + "null"
 TIMESTAMP, SEQ, MAP, MERGE = _T + "timestamp", _T + "seq", _T + "map", _T + "merge"
+VALUE = _T + "value"  # YAML 1.1 resolves a plain `=` to this; YAML 1.2 and other tools: a string
 
 MAX_DEPTH = 128
 MAX_FILE_BYTES = 16 * 1024 * 1024
+# Alias expansion: a document may build BUDGET_FLOOR nodes, or BUDGET_FACTOR times the nodes it
+# writes, whichever is more. Counted against written nodes, not bytes, so padding a small bomb
+# with a comment buys it nothing.
+BUDGET_FLOOR = 200_000
+BUDGET_FACTOR = 20
+# Integers are JSON only while Python can print them (4300 digits, CPython's default int/str
+# conversion limit); a literal much longer than that is refused before it is converted
+# (sexagesimal `1:00:00:...` converts in quadratic time).
+MAX_INT_DIGITS = 4300
+_INT_BOUND = 10**MAX_INT_DIGITS
+_MAX_INT_TEXT = 4 * MAX_INT_DIGITS
 
 
 class _Stop(Exception):
@@ -82,12 +94,31 @@ def _too_deep(text: str, file: str) -> Problem | None:
     return None
 
 
+def _libyaml_limits_nesting() -> bool:
+    """libyaml 0.2.5+ (PyYAML 6.0.4 wheels) refuses flow and block nesting past 1000 levels by
+    itself, which makes the pre-scan (a full extra parse of every large file) unnecessary."""
+    for probe in ("[" * 1100, "- " * 1100 + "x"):
+        try:
+            yaml.CSafeLoader(probe).get_single_node()
+        except yaml.MarkedYAMLError as exc:
+            if "maximum nesting depth" not in str(exc.problem):
+                return False
+        else:
+            return False
+    return True
+
+
+_LIBYAML_LIMITS_NESTING = _libyaml_limits_nesting()
+
+
 def load(text: str, file: str, item_positions: bool = False) -> LoadedYaml:
     """Compose one document with libyaml and build plain JSON values, collecting problems."""
-    try:
-        deep = _too_deep(text, file)
-    except yaml.MarkedYAMLError:
-        deep = None  # the composer below reports the syntax error with its position
+    deep = None
+    if not _LIBYAML_LIMITS_NESTING:
+        try:
+            deep = _too_deep(text, file)
+        except yaml.YAMLError:
+            pass  # the composer below reports the syntax error with its position
     if deep is not None:
         return LoadedYaml(None, {}, [deep])
     loader = yaml.CSafeLoader(text)
@@ -102,6 +133,12 @@ def load(text: str, file: str, item_positions: bool = False) -> LoadedYaml:
         # libyaml >= 0.2.5 (PyYAML 6.0.4 wheels) stops runaway nesting itself, as a syntax error
         code = "nesting-too-deep" if "maximum nesting depth" in msg else "yaml-syntax"
         return LoadedYaml(None, {}, [Problem(file, line, col, code, msg)])
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (control, U+FFFE)
+        line, col = _offset_position(text, exc.position)
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        return LoadedYaml(None, {}, [Problem(file, line, col, "yaml-syntax",
+                                             f"character {char} is not allowed in YAML: "
+                                             f"{exc.reason}")])
     except yaml.YAMLError as exc:  # pragma: no cover - libyaml reports marks for all we know
         return LoadedYaml(None, {}, [Problem(file, 1, 1, "yaml-syntax", str(exc))])
     except RecursionError:
@@ -111,7 +148,7 @@ def load(text: str, file: str, item_positions: bool = False) -> LoadedYaml:
         loader.dispose()
     if node is None:
         return LoadedYaml(None, {}, [], empty=True)
-    builder = _Builder(loader, file, budget=200_000 + 20 * len(text), item_positions=item_positions)
+    builder = _Builder(loader, file, node, item_positions=item_positions)
     try:
         data = builder.build(node, (), 0)
     except _Stop:
@@ -119,26 +156,54 @@ def load(text: str, file: str, item_positions: bool = False) -> LoadedYaml:
     return LoadedYaml(data, builder.positions, builder.problems)
 
 
+def _offset_position(text: str, offset: int) -> tuple[int, int]:
+    """Line and column (1-based, in characters) of libyaml's byte offset into the UTF-8 text."""
+    before = text.encode("utf-8")[:max(offset, 0)].decode("utf-8", "ignore")
+    line = before.count("\n") + 1
+    return line, len(before) - (before.rfind("\n") + 1) + 1
+
+
 def _pos(file: str, node: Node) -> Position:
     return Position(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
 class _Builder:
-    def __init__(self, loader: yaml.CSafeLoader, file: str, budget: int, item_positions: bool):
+    def __init__(self, loader: yaml.CSafeLoader, file: str, root: Node, item_positions: bool):
         self.loader = loader
         self.file = file
-        self.budget = budget
+        self.root = root
+        self.budget = BUDGET_FLOOR
+        self.counted = False  # the written nodes are counted only if the floor runs out
         self.item_positions = item_positions
         self.positions: dict[Path, Position] = {}
         self.problems: list[Problem] = []
+        # an aliased node is one node object: its scalar is converted (and any problem with it
+        # reported) once, and its position made once, however often aliases expand it
+        self._scalars: dict[int, Any] = {}
+        self._where: dict[int, Position] = {}
+        self._reported: set[tuple[int, str]] = set()
+
+    def pos(self, node: Node) -> Position:
+        where = self._where.get(id(node))
+        if where is None:
+            where = self._where[id(node)] = _pos(self.file, node)
+        return where
 
     def problem(self, node: Node, code: str, message: str, path: Path = ()) -> None:
+        if (id(node), code) in self._reported:
+            return  # the same written node, reached again through an alias
+        self._reported.add((id(node), code))
         key = ".".join(str(p) for p in path) if path else None
-        p = _pos(self.file, node)
+        p = self.pos(node)
         self.problems.append(Problem(self.file, p.line, p.column, code, message, key))
 
-    def build(self, node: Node, path: Path, depth: int) -> Any:
+    def enter(self, node: Node, path: Path, depth: int) -> None:
+        """Every node built, and every mapping merged in, costs budget and a level of depth, so
+        no alias graph (`&x {<<: *x}` included) expands without bound."""
         self.budget -= 1
+        if self.budget < 0 and not self.counted:
+            self.counted = True
+            self.budget += BUDGET_FACTOR * _written_nodes(self.root) - BUDGET_FLOOR
         if self.budget < 0:
             self.problem(node, "alias-bomb",
                          "aliases expand this document beyond any configuration's size "
@@ -147,8 +212,14 @@ class _Builder:
         if depth > MAX_DEPTH:
             self.problem(node, "nesting-too-deep", f"nesting deeper than {MAX_DEPTH} levels", path)
             raise _Stop
+
+    def build(self, node: Node, path: Path, depth: int) -> Any:
+        self.enter(node, path, depth)
         if isinstance(node, ScalarNode):
-            return self.scalar(node, path)
+            if id(node) in self._scalars:
+                return self._scalars[id(node)]
+            value = self._scalars[id(node)] = self.scalar(node, path)
+            return value
         if isinstance(node, SequenceNode):
             if node.tag != SEQ:
                 self.problem(node, "unsafe-tag", f"tag {node.tag!r} is not allowed; "
@@ -158,7 +229,7 @@ class _Builder:
             for i, item in enumerate(node.value):
                 ipath = path + (i,)
                 if self.item_positions:
-                    self.positions[ipath] = _pos(self.file, item)
+                    self.positions[ipath] = self.pos(item)
                 out.append(self.build(item, ipath, depth + 1))
             return out
         assert isinstance(node, MappingNode)
@@ -176,8 +247,9 @@ class _Builder:
             if knode.tag == MERGE:
                 merges.append(vnode)
                 continue
-            if not isinstance(knode, ScalarNode) or knode.tag != STR:
-                shown = knode.value if isinstance(knode, ScalarNode) else "a collection"
+            if not isinstance(knode, ScalarNode) or not _is_text(knode):
+                shown = _shorten(knode.value) if isinstance(knode, ScalarNode) \
+                    else "a collection"
                 self.problem(knode, "non-string-key",
                              f"mapping key {shown!r} is not a string "
                              f"({knode.tag.rsplit(':', 1)[-1]}); quote it", path)
@@ -190,7 +262,7 @@ class _Builder:
                 continue
             seen[key] = knode.start_mark.line + 1
             kpath = path + (key,)
-            self.positions[kpath] = _pos(self.file, knode)
+            self.positions[kpath] = self.pos(knode)
             out[key] = self.build(vnode, kpath, depth + 1)
         for merge in merges:  # `<<: *defaults`: explicit keys win, earlier merges win
             sources = merge.value if isinstance(merge, SequenceNode) else [merge]
@@ -199,6 +271,7 @@ class _Builder:
                     self.problem(src, "yaml-syntax", "a merge key (<<) takes a mapping or a "
                                  "list of mappings", path)
                     continue
+                self.enter(src, path, depth + 1)
                 merged = self.mapping(src, path, depth + 1)
                 for k, v in merged.items():
                     out.setdefault(k, v)
@@ -206,21 +279,75 @@ class _Builder:
 
     def scalar(self, node: ScalarNode, path: Path) -> Any:
         tag = node.tag
-        if tag == STR:
+        if _is_text(node):
             return node.value
-        if tag == INT:
-            return self.loader.construct_yaml_int(node)
-        if tag == BOOL:
-            return self.loader.construct_yaml_bool(node)
         if tag == NULL:
             return None
         if tag == TIMESTAMP:
             return node.value  # timestamps stay as the text the author wrote
-        if tag == FLOAT:
-            value = self.loader.construct_yaml_float(node)
-            if math.isinf(value) or math.isnan(value):
-                self.problem(node, "not-json", f"{node.value!r} has no JSON representation", path)
+        if tag == INT:
+            return self.integer(node, path)
+        if tag in (BOOL, FLOAT):
+            try:  # an explicit tag on text it does not fit: `!!bool maybe`, `!!float x`
+                value = (self.loader.construct_yaml_bool(node) if tag == BOOL
+                         else self.loader.construct_yaml_float(node))
+            except (ValueError, KeyError, IndexError):
+                return self.bad_value(node, path)
+            if isinstance(value, float) and (math.isinf(value) or math.isnan(value)):
+                self.problem(node, "not-json", f"{_shorten(node.value)!r} has no JSON "
+                             "representation", path)
                 return None
             return value
         self.problem(node, "unsafe-tag", f"tag {tag!r} is not allowed; values are plain JSON", path)
         return None
+
+    def integer(self, node: ScalarNode, path: Path) -> Any:
+        text = node.value
+        too_long = (f"integer {_shorten(text)!r} is too long to be a JSON number here "
+                    f"(more than {MAX_INT_DIGITS} digits)")
+        if len(text) > _MAX_INT_TEXT:
+            self.problem(node, "not-json", too_long, path)
+            return None
+        try:
+            value = self.loader.construct_yaml_int(node)
+        except (ValueError, IndexError):
+            if self.loader.resolve(ScalarNode, text, (True, False)) == INT:
+                # a well-formed literal that only Python's int/str digit limit refuses
+                self.problem(node, "not-json", too_long, path)
+                return None
+            return self.bad_value(node, path)
+        if not -_INT_BOUND < value < _INT_BOUND:
+            self.problem(node, "not-json", too_long, path)
+            return None
+        return value
+
+    def bad_value(self, node: ScalarNode, path: Path) -> None:
+        kind = node.tag.rsplit(":", 1)[-1]
+        self.problem(node, "bad-value", f"{_shorten(node.value)!r} is not a valid {kind} "
+                     f"(tagged !!{kind}); remove the tag or fix the value", path)
+
+
+def _written_nodes(root: Node) -> int:
+    """The nodes of the document as written: each aliased node once."""
+    seen = {id(root)}
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ScalarNode):
+            continue
+        children = node.value if isinstance(node, SequenceNode) else \
+            [n for pair in node.value for n in pair]
+        for child in children:
+            if id(child) not in seen:
+                seen.add(id(child))
+                stack.append(child)
+    return len(seen)
+
+
+def _is_text(node: ScalarNode) -> bool:
+    """A string scalar; a plain `=` (YAML 1.1's `!!value`) is the one-character string too."""
+    return node.tag == STR or (node.tag == VALUE and node.value == "=")
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
