@@ -43,6 +43,7 @@ DEFAULT_MAX_OPS = 128
 DEFAULT_MAX_BYTES = 1_572_864
 _REQUEST_OVERHEAD = 64 * 1024  # headroom for protobuf framing and the records
 _RECORD_VALUE_LIMIT = 1024  # larger values are summarised in deploy records
+_RECORD_LIST_BUDGET = 256 * 1024  # past this, a record lists the first keys and the totals
 _MAX_ATTEMPTS = 4
 
 
@@ -93,6 +94,7 @@ class _UnitWrite:
     data_bytes: int
     record: DeployRecord
     unit_record: UnitRecord
+    keys: ChangeLists  # every key of the deploy (the record may list only the first ones)
     _parts: dict[int, tuple[list[Any], list[Any], int]] = field(default_factory=dict)
 
     @property
@@ -134,6 +136,20 @@ def _change_lists(changes: list[Change]) -> ChangeLists:
     return {"added": tuple(added), "changed": tuple(changed), "deleted": tuple(deleted)}
 
 
+def _bounded(lists: ChangeLists) -> tuple[ChangeLists, tuple[int, int, int] | None]:
+    """The lists as a record keeps them: whole while they fit `_RECORD_LIST_BUDGET` bytes, else
+    the first keys of each, with the totals (a record must fit one etcd transaction, and a
+    100,000-key deploy lists ~2 MB of keys)."""
+    size = sum(len(i.key) + 16 for kind in _KINDS for i in lists[kind])
+    size += sum(len(canon(i.old)) + len(canon(i.new)) for i in lists["changed"])
+    size += sum(len(canon(i.old)) for i in lists["deleted"])
+    if size <= _RECORD_LIST_BUDGET:
+        return lists, None
+    totals = (len(lists["added"]), len(lists["changed"]), len(lists["deleted"]))
+    keep = max(1, _RECORD_LIST_BUDGET // 2048)  # entries per list, values up to 1 KiB each
+    return {k: v[:keep] for k, v in lists.items()}, totals
+
+
 def _merge_pending(pending: DeployRecord, now: ChangeLists) -> ChangeLists:
     """Resuming an interrupted deploy: what it had planned, updated by what is left now (a key
     keeps the old value first recorded for it)."""
@@ -149,6 +165,11 @@ def _merge_pending(pending: DeployRecord, now: ChangeLists) -> ChangeLists:
                     item = KeyChange(item.key, prior.old, item.new)
             merged[kind][item.key] = item
     return {k: tuple(sorted(merged[k].values(), key=lambda i: i.key)) for k in _KINDS}
+
+
+def _too_large(exc: Exception) -> str:
+    return (f"too large for etcd even in the smallest transactions ({exc}): a value or the "
+            "deploy record exceeds the server's --max-request-bytes")
 
 
 class Deployer:
@@ -189,8 +210,8 @@ class Deployer:
         meta = EnvelopeMeta(c.sha, c.author_email, c.author_time, c.approved_by,
                             ctx.deployed_at, ctx.actor, deploy, ctx.source)
         compares, guards, ops, size = self._data_ops(up, meta.suffix(c.version))
-        record, unit_record = self._records(up, deploy)
-        return _UnitWrite(up, deploy, compares, guards, ops, size, record, unit_record)
+        record, unit_record, lists = self._records(up, deploy)
+        return _UnitWrite(up, deploy, compares, guards, ops, size, record, unit_record, lists)
 
     def _data_ops(self, up: UnitPlan, suffix: str,
                   ) -> tuple[list[Any], list[tuple[bytes, int]], list[bytes], int]:
@@ -226,22 +247,24 @@ class Deployer:
             size += len(op) + 8
         return compares, guards, ops, size
 
-    def _records(self, up: UnitPlan, deploy: int) -> tuple[DeployRecord, UnitRecord]:
-        """The deploy's history record and the unit record it leaves behind."""
+    def _records(self, up: UnitPlan, deploy: int,
+                 ) -> tuple[DeployRecord, UnitRecord, ChangeLists]:
+        """The deploy's history record, the unit record it leaves behind, and every key."""
         ctx, c, live = self.ctx, self.ctx.commit, up.live
         lists = _change_lists(up.changes)
         if live.pending is not None:
             lists = _merge_pending(live.pending, lists)
+        shown, totals = _bounded(lists)
         record = DeployRecord(
             deploy, up.unit.service, up.unit.environment, c.version, c.sha, ctx.source,
             ctx.actor, ctx.deployed_at,
             previous_commit=live.record.commit if live.record else None,
             created_by=c.author_email, created_at=c.author_time, approved_by=c.approved_by,
-            subject=c.subject, added=lists["added"], changed=lists["changed"],
-            deleted=lists["deleted"], restored_commit=ctx.restored_commit,
+            subject=c.subject, added=shown["added"], changed=shown["changed"],
+            deleted=shown["deleted"], restored_commit=ctx.restored_commit,
             reverted_drift=up.unit in ctx.drift_units,
             lifted_pin=up.unit in ctx.lift_pins and live.pin is not None,
-            override=ctx.override_id)
+            override=ctx.override_id, totals=totals)
         n_keys = len(live.keys) + sum(1 for ch in up.changes if ch.op == "add") - sum(
             1 for ch in up.changes if ch.op == "delete")
         secrets = set(up.desired.secret_keys) if up.desired else set()
@@ -251,7 +274,7 @@ class Deployer:
                                  ctx.actor, n_keys, tuple(sorted(secrets)),
                                  ctx.restored_commit,
                                  tuple(sorted(left_alone(up.desired, live))))
-        return record, unit_record
+        return record, unit_record, lists
 
     def _record_parts(self, w: _UnitWrite, pending_revision: int | None,
                       ) -> tuple[list[Any], list[Any], int]:
@@ -327,8 +350,11 @@ class Deployer:
     def _settle(self, started: Any, batch: list[_UnitWrite]) -> None:
         try:
             res = self.store.txn_finish(started)
-        except TxnTooLarge:
-            self._shrink_limits()
+        except TxnTooLarge as exc:
+            if not self._shrink_limits():
+                with self._lock:
+                    self.failed.extend((w.unit, _too_large(exc)) for w in batch)
+                return
             with self._lock:
                 self._retry.extend(w.plan for w in batch)
             return
@@ -353,8 +379,11 @@ class Deployer:
     def _write_large_unit(self, w: _UnitWrite) -> None:
         try:
             ok, revision = self._write_large_steps(w)
-        except TxnTooLarge:
-            self._shrink_limits()
+        except TxnTooLarge as exc:
+            if not self._shrink_limits():
+                with self._lock:
+                    self.failed.append((w.unit, _too_large(exc)))
+                return
             ok, revision = False, 0
         except EtcdError as exc:
             with self._lock:
@@ -407,16 +436,21 @@ class Deployer:
                 self.revisions.append(res.revision)
         return res
 
-    def _shrink_limits(self) -> None:
+    def _shrink_limits(self) -> bool:
+        """Halve the limits after the server refused a transaction for its size; False when
+        they are already at their floor (then it is not the batching: something is too big)."""
         with self._lock:
-            self.ctx.max_ops = max(8, self.ctx.max_ops // 2)
-            self.ctx.max_bytes = max(256 * 1024, self.ctx.max_bytes // 2)
+            ops, nbytes = max(8, self.ctx.max_ops // 2), max(256 * 1024, self.ctx.max_bytes // 2)
+            shrunk = (ops, nbytes) != (self.ctx.max_ops, self.ctx.max_bytes)
+            self.ctx.max_ops, self.ctx.max_bytes = ops, nbytes
+            return shrunk
 
     def _done(self, w: _UnitWrite, revision: int, large: bool = False) -> None:
-        r = w.record
+        r, k = w.record, w.keys
         self.outcomes.append(DeployOutcome(w.unit, w.deploy, r.version,
-                                           [i.key for i in r.added], [i.key for i in r.changed],
-                                           [i.key for i in r.deleted], revision,
+                                           [i.key for i in k["added"]],
+                                           [i.key for i in k["changed"]],
+                                           [i.key for i in k["deleted"]], revision,
                                            self._conflicts.get(w.unit, 0), r.source))
         if self.progress and not large:  # large units report batch by batch
             self.progress(len(w.data_ops))

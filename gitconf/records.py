@@ -144,8 +144,13 @@ class DeployRecord(Record):
     reverted_drift: bool = False
     lifted_pin: bool = False
     override: str | None = None  # the override id, for source `override`
+    # (added, changed, deleted) when the lists hold only the first keys of a very large deploy
+    totals: tuple[int, int, int] | None = None
 
-    _omit_none: ClassVar[tuple[str, ...]] = ("restored_commit", "override")
+    _omit_none: ClassVar[tuple[str, ...]] = ("restored_commit", "override", "totals")
+
+    def counts(self) -> tuple[int, int, int]:
+        return self.totals or (len(self.added), len(self.changed), len(self.deleted))
 
     @property
     def unit(self) -> UnitId:
@@ -164,6 +169,9 @@ class DeployRecord(Record):
             if name in kwargs:
                 kwargs[name] = _changes(kwargs[name])
         kwargs["deploy"] = int(kwargs["deploy"])
+        if kwargs.get("totals") is not None:
+            a, c, d = kwargs["totals"]
+            kwargs["totals"] = (int(a), int(c), int(d))
         return kwargs
 
 

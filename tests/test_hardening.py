@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from gitconf.etcdstore import EtcdStore
 from gitconf.model import UnitId
 from gitconf.records import Keys
@@ -104,3 +106,18 @@ def test_mass_delete_guard_refuses_an_emptied_unit_unless_allowed(
     rec = Reconciler(GitSource.open(str(repo.path)), store, keys)
     assert rec.run(Request(allow_mass_delete=True)).ok
     assert len(store.scan(keys.unit_prefix(UnitId("svc", "prod")))[0]) == 1
+
+
+@pytest.mark.slow
+def test_a_100k_key_unit_deploys_in_several_transactions(tmp_path: Path, env: dict,
+                                                         store: EtcdStore, keys: Keys) -> None:
+    """It passed validate but could not deploy, blaming concurrent writes: its deploy record
+    alone was over etcd's request limit. Records now list the first keys and the totals."""
+    values = "".join(f"k{i:06d}: v{i}\n" for i in range(100_000))
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": values})
+    res = cli("apply", "--repo", str(repo.path), "-f", "json", env=env)
+    assert res.exit_code == 0, res.stderr
+    assert len(res.json()["deploys"][0]["added"]) == 100_000
+    assert store.count(keys.unit_prefix(UnitId("svc", "prod")))[0] == 100_000
+    record = cli("history", "svc", "prod", "-f", "json", env=env).json()["deploys"][0]
+    assert record["totals"] == [100_000, 0, 0] and len(record["added"]) < 1000
