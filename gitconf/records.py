@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal, TypeVar, cast, get_args
 
-from .model import JSON, DeploySource, UnitId
+from .names import JSON, DeploySource, UnitId
 
 SYSTEM = "_system"
 FORMAT = 1

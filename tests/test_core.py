@@ -48,8 +48,10 @@ def test_json_equality(a: object, b: object, equal: bool) -> None:
 
 
 def live(**keys: object) -> LiveUnit:
+    """A unit gitconf deployed before (it has a unit record, so its extra keys are pruned)."""
     u = UnitId("s", "e")
-    return LiveUnit(u, {k: LiveKey(v, b"", 5, None) for k, v in keys.items()})
+    return LiveUnit(u, {k: LiveKey(v, b"", 5, None) for k, v in keys.items()},
+                    UnitRecord(1, "c" * 40, "v1", "git", "2025-01-01T00:00:00Z", "me", len(keys)))
 
 
 def test_plan_unit_adds_changes_deletes_and_prune() -> None:
