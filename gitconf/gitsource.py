@@ -530,13 +530,27 @@ class GitTree:
         self.commit = commit
         self._blobs: dict[str, str] | None = None
         self._refused: list[Refused] | None = None
+        self._part = False  # a restricted tree: its listing is small and travels with it
 
     def __getstate__(self) -> dict[str, object]:
-        """Sent to a worker process: the listing is not needed there (`commit:path` reads);
-        what it refused is (it is short), so the worker refuses the same paths."""
+        """Sent to a worker process: the whole listing is not (a restricted tree's few blob
+        ids are); what it refused is (it is short), so the worker refuses the same paths."""
         state = dict(self.__dict__)
-        state["_blobs"] = None
+        if not self._part:
+            state["_blobs"] = None
         return state
+
+    def restricted(self, paths: Iterable[str]) -> GitTree:
+        """The same commit, knowing only `paths`, by blob id: a worker that reads its share of
+        the files asks `cat-file` for object ids, where `commit:path` would make git resolve
+        every path through the root tree again (33.7 s against 0.20 s for 30,000 files under
+        a 10,000-entry root)."""
+        blobs = self.blobs()
+        part = GitTree(self.source, self.commit)
+        part._blobs = {p: blobs[p] for p in paths if p in blobs}
+        part._refused = list(self._refused or [])
+        part._part = True
+        return part
 
     def blobs(self) -> dict[str, str]:
         if self._blobs is None:

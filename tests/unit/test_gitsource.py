@@ -335,3 +335,16 @@ def test_local_repository_without_origin_gets_the_branch(tmp_path: Path) -> None
     assert git(repo.path, "rev-parse", BRANCH) == sha
     assert git(repo.path, "rev-parse", "--abbrev-ref", "HEAD") == "main"
     assert (repo.path / "svc" / "prod.yaml").read_text() == "a: 1\n"  # checkout untouched
+
+
+def test_a_restricted_tree_travels_with_its_blob_ids(tmp_path: Path) -> None:
+    """Workers read their share of the files by object id, not `commit:path`."""
+    from gitconf.gitsource import GitSource
+
+    repo = make_repo(tmp_path / "r", {"a/prod.yaml": "x: 1\n", "b/prod.yaml": "y: 2\n"})
+    tree = GitSource.open(str(repo.path)).tree(repo.head())
+    part = pickle.loads(pickle.dumps(tree.restricted(["b/prod.yaml"])))
+    assert part._object_names(["b/prod.yaml"]) == [tree.blobs()["b/prod.yaml"]]
+    assert dict(part.read(["b/prod.yaml"])) == {"b/prod.yaml": b"y: 2\n"}
+    whole = pickle.loads(pickle.dumps(tree))  # the whole listing stays behind
+    assert whole._blobs is None
