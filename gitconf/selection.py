@@ -24,6 +24,10 @@ from .repo_format import Layout, affects_everything, units_touched
 from .store import Store
 
 MAX_OWN_INTERVALS = 512
+# A no-op pass writes nothing; but in an etcd other applications write to, the revisions to
+# replay since `seen` would grow without end. Once they pass this many, the no-op pass moves
+# `seen` forward (one small write), so a replay never walks more than this many revisions.
+ADVANCE_AFTER = 5_000
 
 
 @dataclass
@@ -161,7 +165,8 @@ def write_previous(store: Store, keys: Keys, prev: Previous, out: Outcome,
     drifted = tuple(sorted(unit_name(u) for u in out.drifted))
     if (not out.own and last is not None and not out.moved
             and tuple(sorted(last.unconverged)) == unconverged
-            and tuple(sorted(last.drifted)) == drifted):
+            and tuple(sorted(last.drifted)) == drifted
+            and out.seen - last.seen < ADVANCE_AFTER):
         return 0
     own = intervals(out.own)
     if len(own) > MAX_OWN_INTERVALS:  # too fragmented: re-examine them next time

@@ -1,0 +1,26 @@
+"""gitconf in an etcd that other applications write to: the cost of a pass with nothing to do
+does not follow their traffic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gitconf.etcdstore import EtcdStore
+from gitconf.records import Keys, LastApplied
+from gitconf.selection import ADVANCE_AFTER
+from tests.helpers import cli, make_repo
+
+
+def test_foreign_traffic_moves_the_low_water_mark_instead_of_growing_the_replay(
+        tmp_path: Path, env: dict, store: EtcdStore, keys: Keys, prefix: str) -> None:
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n"})
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    for i in range(ADVANCE_AFTER + 10):  # another application, under another prefix
+        store.put(f"{prefix}-other/k{i % 50}".encode(), b"x")
+    seen_before = LastApplied.from_json(store.get(keys.last_applied).value).seen
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    seen_after = LastApplied.from_json(store.get(keys.last_applied).value).seen
+    assert seen_after - seen_before >= ADVANCE_AFTER  # moved forward, without a deploy
+    before = store.revision()
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    assert store.revision() == before  # and a no-op apply with little traffic writes nothing
