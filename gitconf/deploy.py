@@ -172,37 +172,15 @@ def _too_large(exc: Exception) -> str:
             "deploy record exceeds the server's --max-request-bytes")
 
 
-class Deployer:
-    """Writes unit plans; `submit()` as plans come, `finish()` to wait and settle conflicts."""
+class UnitWrites:
+    """Turns a unit plan into what its deploy writes: the encoded data operations with their
+    guards, the deploy and unit records, and the compares and operations that close it."""
 
-    def __init__(self, store: Store, ctx: DeployContext,
-                 replan: Callable[[UnitPlan], UnitPlan | None],
-                 progress: Callable[[int], None] | None = None):
+    def __init__(self, store: Store, ctx: DeployContext):
         self.store = store
         self.ctx = ctx
-        self.replan = replan
-        self.progress = progress
-        self.outcomes: list[DeployOutcome] = []
-        self.failed: list[tuple[UnitId, str]] = []
-        self.revisions: list[int] = []  # of every transaction of ours that succeeded
-        self._batch: list[_UnitWrite] = []
-        self._batch_ops = self._batch_cmps = self._batch_bytes = 0
-        self._retry: list[UnitPlan] = []  # lost a race: re-planned from fresh state
-        # parsing outruns etcd: a bounded window of transactions in flight (grpc futures, no
-        # thread each) keeps etcd busy without holding the repository in queued requests
-        # (measured: 32 in flight let etcd batch proposals into fewer fsyncs than 8; at ~40 KB
-        # a transaction that is ~1.3 MB in flight, 48 MB if every one is at the size limit)
-        self._window = max(2, ctx.workers * 8)
-        self._inflight: deque[tuple[Any, list[_UnitWrite]]] = deque()
-        self._slots = threading.BoundedSemaphore(max(1, ctx.workers))  # large units
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=max(1, ctx.workers))
-        self._futures: list[Future[None]] = []
-        self._conflicts: dict[UnitId, int] = {}
 
-    # -- building -------------------------------------------------------------------------
-
-    def _build(self, up: UnitPlan) -> _UnitWrite:
+    def build(self, up: UnitPlan) -> _UnitWrite:
         live = up.live
         pending = live.pending
         deploy = pending.deploy if pending else (live.record.deploy if live.record else 0) + 1
@@ -276,7 +254,7 @@ class Deployer:
                                  tuple(sorted(left_alone(up.desired, live))))
         return record, unit_record, lists
 
-    def _record_parts(self, w: _UnitWrite, pending_revision: int | None,
+    def record_parts(self, w: _UnitWrite, pending_revision: int | None,
                       ) -> tuple[list[Any], list[Any], int]:
         """Compares and ops that close a unit's deploy: history, unit record, pending, pin
         (built once per unit and pending revision: sizing and sending both need them)."""
@@ -304,10 +282,40 @@ class Deployer:
             ops.append(wire_delete(keys.pin(unit)))
         return cmps, ops, len(hist) + len(urec) + 256
 
-    def _cost(self, w: _UnitWrite) -> tuple[int, int, int]:
+    def cost(self, w: _UnitWrite) -> tuple[int, int, int]:
         """Operations, compares and bytes the unit adds to a transaction, records included."""
-        cmps, ops, size = self._record_parts(w, w.plan.live.pending_revision or None)
+        cmps, ops, size = self.record_parts(w, w.plan.live.pending_revision or None)
         return len(w.data_ops) + len(ops), len(w.data_compares) + len(cmps), w.data_bytes + size
+
+
+class Deployer:
+    """Writes unit plans; `submit()` as plans come, `finish()` to wait and settle conflicts."""
+
+    def __init__(self, store: Store, ctx: DeployContext,
+                 replan: Callable[[UnitPlan], UnitPlan | None],
+                 progress: Callable[[int], None] | None = None):
+        self.store = store
+        self.ctx = ctx
+        self.replan = replan
+        self.progress = progress
+        self.outcomes: list[DeployOutcome] = []
+        self.failed: list[tuple[UnitId, str]] = []
+        self.revisions: list[int] = []  # of every transaction of ours that succeeded
+        self._batch: list[_UnitWrite] = []
+        self._batch_ops = self._batch_cmps = self._batch_bytes = 0
+        self._retry: list[UnitPlan] = []  # lost a race: re-planned from fresh state
+        # parsing outruns etcd: a bounded window of transactions in flight (grpc futures, no
+        # thread each) keeps etcd busy without holding the repository in queued requests
+        # (measured: 32 in flight let etcd batch proposals into fewer fsyncs than 8; at ~40 KB
+        # a transaction that is ~1.3 MB in flight, 48 MB if every one is at the size limit)
+        self._window = max(2, ctx.workers * 8)
+        self._inflight: deque[tuple[Any, list[_UnitWrite]]] = deque()
+        self._slots = threading.BoundedSemaphore(max(1, ctx.workers))  # large units
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, ctx.workers))
+        self._futures: list[Future[None]] = []
+        self.writes = UnitWrites(store, ctx)
+        self._conflicts: dict[UnitId, int] = {}
 
     def _within(self, n_ops: int, n_cmps: int, nbytes: int) -> bool:
         return (n_ops <= self.ctx.max_ops
@@ -317,8 +325,8 @@ class Deployer:
     # -- submitting -----------------------------------------------------------------------
 
     def submit(self, up: UnitPlan) -> None:
-        w = self._build(up)
-        n_ops, n_cmps, nbytes = self._cost(w)
+        w = self.writes.build(up)
+        n_ops, n_cmps, nbytes = self.writes.cost(w)
         if not self._within(n_ops, n_cmps, nbytes):  # too large for one transaction
             self._flush()
             self._slots.acquire()
@@ -340,7 +348,7 @@ class Deployer:
         compares: list[Any] = list(self.ctx.fence)
         ops: list[Any] = []
         for w in batch:
-            cmps, rops, _ = self._record_parts(w, w.plan.live.pending_revision or None)
+            cmps, rops, _ = self.writes.record_parts(w, w.plan.live.pending_revision or None)
             compares += w.data_compares + cmps
             ops += w.data_ops + rops
         self._inflight.append((self.store.txn_start(compares, ops), batch))
@@ -425,7 +433,7 @@ class Deployer:
             if self.progress:
                 self.progress(j - i)
             i = j
-        cmps, ops, _ = self._record_parts(w, pending_rev)
+        cmps, ops, _ = self.writes.record_parts(w, pending_rev)
         res = self._txn(cmps, ops)
         return res.succeeded, res.revision
 

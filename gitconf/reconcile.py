@@ -167,6 +167,77 @@ class _Pass:
     ended: set[UnitId] = field(default_factory=set)  # units whose override ended in this pass
 
 
+class OverrideStep:
+    """The part of a pass that concerns overrides: whether an open one has ended (and with it
+    the hold on its keys), and drift adopted as a new one under the `pr` policy."""
+
+    def __init__(self, source: GitSource, store: Store, keys: Keys):
+        self.source = source
+        self.store = store
+        self.keys = keys
+
+    def fate(self, p: _Pass, desired: DesiredUnit | None, lv: LiveUnit,
+                       ) -> tuple[LiveUnit, frozenset[str]]:
+        """An open override ends when its TTL passed (expired), its pull request merged or
+        Git gave its keys their values (merged), or its pull request was closed (closed).
+        Then its keys are planned like any other (a merged override's keys get Git's
+        provenance back); else they are held. A dry run decides without writing."""
+        record = lv.override
+        if record is None:
+            return lv, frozenset()
+        state: OverrideState | None = None
+        if is_expired(record):
+            state, why = "expired", f"its TTL passed at {record.expires_at}"
+        else:
+            asked = p.req.pull_request_state
+            fate = asked(record) if asked is not None and record.pull_request else None
+            if git_caught_up(desired, lv) or (fate is not None and fate.state == "merged"
+                                              and self.contains(p.target, fate.head_sha)):
+                state, why = "merged", "Git has the overridden values"
+            elif fate is not None and fate.state == "closed":
+                state, why = "closed", "its pull request was closed unmerged"
+        if state is None:
+            return lv, frozenset()
+        if p.deployer is not None:
+            closed = close_override(self.store, self.keys, record, lv.override_revision, state,
+                                    why)
+            if closed is None:
+                return lv, frozenset()  # changed meanwhile: the next pass decides again
+            p.result.closed_overrides.append(closed[0])
+            p.own.append(closed[1])
+        freed = replace(lv, override=None, override_revision=0)
+        return freed, (record.held if state == "merged" else frozenset())
+
+    def contains(self, target: str, commit: str | None) -> bool:
+        """The commit a merged pull request brought is in what this pass applies (until
+        then, closing its override would flip the keys back to the old values)."""
+        if not commit:
+            return False
+        try:
+            return commit == target or self.source.is_ancestor(commit, target)
+        except GitconfError:
+            return False
+
+    def adopt(self, p: _Pass, up: UnitPlan) -> bool:
+        """Drift under the `pr` policy becomes an override (source `drift`, by `etcd`): the
+        values someone wrote stay, held, and a pull request will propose them to Git."""
+        lv, desired = up.live, up.desired
+        edits = [KeyEdit(c.key, UNSET) if c.op == "add" else
+                 KeyEdit(c.key, read_value(lv.keys[c.key])) for c in up.changes]
+        newest = max((lv.keys[c.key].mod_revision for c in up.changes if c.key in lv.keys),
+                     default=lv.read_revision)
+        actor = Actor("etcd", f"changed in etcd at revision {newest}", source="drift")
+        try:
+            record = write_override(self.store, self.keys, up.unit, edits,
+                                    desired.values if desired else {},
+                                    unit_masker(desired, lv), actor, write_values=False)
+        except CheckFailed:
+            return False  # changed again meanwhile: reported now, adopted by the next pass
+        p.result.new_overrides.append(record)
+        p.own.append(record.revision)
+        return True
+
+
 class Reconciler:
     """Holds a repository, a store and a prefix; `run()` is one pass."""
 
@@ -175,6 +246,7 @@ class Reconciler:
         self.store = store
         self.keys = keys
         self._layout: tuple[str, Layout] | None = None  # (commit, its layout), for the daemon
+        self.overrides = OverrideStep(source, store, keys)
 
     def layout_at(self, commit: str, tree: Tree) -> Layout:
         """The layout depends only on which files exist and on `.gitconf.yaml`: when a commit
@@ -303,7 +375,7 @@ class Reconciler:
                           f"{bad.message}")
         else:
             ended = lv.override
-            lv, refresh = self._override_fate(p, desired, lv)
+            lv, refresh = self.overrides.fate(p, desired, lv)
             up = plan_one(unit, desired, lv, p.options, refresh)
             if ended is not None and lv.override is None:
                 p.ended.add(unit)  # its keys return to Git now: not drift
@@ -321,7 +393,7 @@ class Reconciler:
         if up.drift and p.policy != "revert":
             if p.deployer is None and req.observe is None:
                 add_to_plan(result.plan, up)  # diff shows drift, marked as such
-            if p.policy == "pr" and p.deployer is not None and self._adopt(p, up):
+            if p.policy == "pr" and p.deployer is not None and self.overrides.adopt(p, up):
                 return
             result.drifted.append(up)  # reported, left as it is
             return
@@ -338,67 +410,6 @@ class Reconciler:
         if not req.prune and lv.tracked and any(k not in (desired.values if desired else ())
                                                 for k in lv.keys):
             p.leftovers.add(unit)  # kept by --no-prune: unconverged, looked at again
-
-    def _override_fate(self, p: _Pass, desired: DesiredUnit | None, lv: LiveUnit,
-                       ) -> tuple[LiveUnit, frozenset[str]]:
-        """An open override ends when its TTL passed (expired), its pull request merged or
-        Git gave its keys their values (merged), or its pull request was closed (closed).
-        Then its keys are planned like any other (a merged override's keys get Git's
-        provenance back); else they are held. A dry run decides without writing."""
-        record = lv.override
-        if record is None:
-            return lv, frozenset()
-        state: OverrideState | None = None
-        if is_expired(record):
-            state, why = "expired", f"its TTL passed at {record.expires_at}"
-        else:
-            asked = p.req.pull_request_state
-            fate = asked(record) if asked is not None and record.pull_request else None
-            if git_caught_up(desired, lv) or (fate is not None and fate.state == "merged"
-                                              and self._contains(p.target, fate.head_sha)):
-                state, why = "merged", "Git has the overridden values"
-            elif fate is not None and fate.state == "closed":
-                state, why = "closed", "its pull request was closed unmerged"
-        if state is None:
-            return lv, frozenset()
-        if p.deployer is not None:
-            closed = close_override(self.store, self.keys, record, lv.override_revision, state,
-                                    why)
-            if closed is None:
-                return lv, frozenset()  # changed meanwhile: the next pass decides again
-            p.result.closed_overrides.append(closed[0])
-            p.own.append(closed[1])
-        freed = replace(lv, override=None, override_revision=0)
-        return freed, (record.held if state == "merged" else frozenset())
-
-    def _contains(self, target: str, commit: str | None) -> bool:
-        """The commit a merged pull request brought is in what this pass applies (until
-        then, closing its override would flip the keys back to the old values)."""
-        if not commit:
-            return False
-        try:
-            return commit == target or self.source.is_ancestor(commit, target)
-        except GitconfError:
-            return False
-
-    def _adopt(self, p: _Pass, up: UnitPlan) -> bool:
-        """Drift under the `pr` policy becomes an override (source `drift`, by `etcd`): the
-        values someone wrote stay, held, and a pull request will propose them to Git."""
-        lv, desired = up.live, up.desired
-        edits = [KeyEdit(c.key, UNSET) if c.op == "add" else
-                 KeyEdit(c.key, read_value(lv.keys[c.key])) for c in up.changes]
-        newest = max((lv.keys[c.key].mod_revision for c in up.changes if c.key in lv.keys),
-                     default=lv.read_revision)
-        actor = Actor("etcd", f"changed in etcd at revision {newest}", source="drift")
-        try:
-            record = write_override(self.store, self.keys, up.unit, edits,
-                                    desired.values if desired else {},
-                                    unit_masker(desired, lv), actor, write_values=False)
-        except CheckFailed:
-            return False  # changed again meanwhile: reported now, adopted by the next pass
-        p.result.new_overrides.append(record)
-        p.own.append(record.revision)
-        return True
 
     def _finish(self, p: _Pass) -> None:
         assert p.deployer is not None
