@@ -41,11 +41,5 @@ class EtcdUnavailable(EtcdError):
     pass
 
 
-class Conflict(GitconfError):
-    """A guarded transaction lost a race: someone wrote a key the plan had read."""
-
-    exit_code = 1
-
-
 class GitHubError(GitconfError):
     exit_code = 2

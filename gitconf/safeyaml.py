@@ -48,11 +48,6 @@ class LoadedYaml:
     data: Any
     positions: dict[Path, Position]  # mapping key (and, on request, item) paths -> where written
     problems: list[Problem] = field(default_factory=list)
-    empty: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
 
 def decode(raw: bytes, file: str) -> tuple[str | None, Problem | None]:
@@ -147,7 +142,7 @@ def load(text: str, file: str, item_positions: bool = False) -> LoadedYaml:
     finally:
         loader.dispose()
     if node is None:
-        return LoadedYaml(None, {}, [], empty=True)
+        return LoadedYaml(None, {}, [])  # an empty document
     builder = _Builder(loader, file, node, item_positions=item_positions)
     try:
         data = builder.build(node, (), 0)

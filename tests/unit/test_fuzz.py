@@ -106,10 +106,10 @@ def lines_of(text: str) -> int:
 def _check_loaded(text: str, loaded: safeyaml.LoadedYaml) -> None:
     assert isinstance(loaded, safeyaml.LoadedYaml)
     check_problems(loaded.problems, lines_of(text), YAML_CODES)
-    if loaded.ok:
+    if not loaded.problems:
         assert_json(loaded.data)
-    if loaded.empty:
-        assert loaded.data is None and loaded.ok
+    if loaded.data is None and not loaded.problems:
+        assert loaded.positions == {}
 
 
 @given(st.text())
