@@ -127,7 +127,7 @@ def cycle_costs(repo: Path, endpoint: str, prefix: str) -> tuple[float, float]:
     one = []
     for n in range(1, 11):
         change(repo, 1000 + n)
-        d.force = True
+        d.wakeup.force = True
         t = time.perf_counter()
         d._maybe_cycle()
         one.append(time.perf_counter() - t)

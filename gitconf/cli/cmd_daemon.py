@@ -12,15 +12,25 @@ from ..errors import UsageError
 from .app import ActorOpt, EtcdOpt, PrefixOpt, app, edge
 from .context import default_prefix
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(text: str) -> float:
-    m = _DURATION.match(text)
-    if not m:
-        raise UsageError(f"{text!r} is not a duration (30s, 2m, 500ms, 1h)")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
-    return float(m.group(1)) * scale
+    """Seconds in `text`: `30s`, `2m`, `500ms`, `1h`, Go's compounds (`1m30s`), or a bare
+    number of seconds (`30`). Zero and negative durations are refused."""
+    spec = text.strip()
+    try:
+        seconds = float(spec)
+    except ValueError:
+        parts = _PART.findall(spec)
+        if not parts or "".join(n + u for n, u in parts) != spec:
+            raise UsageError(f"{text!r} is not a duration (30s, 2m, 500ms, 1h, 1m30s)") \
+                from None
+        seconds = sum(float(n) * _SCALE[u] for n, u in parts)
+    if not seconds > 0 or seconds == float("inf"):
+        raise UsageError(f"{text!r} is not a duration more than zero")
+    return seconds
 
 
 @app.command()
@@ -31,9 +41,11 @@ def daemon(
                                            "cache, or a local working tree / bare repository "
                                            "watched for new commits.")],
     branch: Annotated[str, typer.Option("--branch", "-b", help="Branch to follow.")] = "main",
-    interval: Annotated[str, typer.Option("--interval", help="Poll interval.")] = "30s",
+    interval: Annotated[str, typer.Option("--interval", help="Poll interval: 30s, 2m, "
+                                                             "500ms, 1h, 1m30s.")] = "30s",
     listen: Annotated[str, typer.Option("--listen", help="host:port for /healthz, /readyz, "
-                                                         "/metrics and the webhook.")
+                                                         "/metrics and the webhook; :port "
+                                                         "for every interface.")
                       ] = "127.0.0.1:8080",
     etcd: EtcdOpt = None,
     prefix: PrefixOpt = default_prefix(),
@@ -51,11 +63,15 @@ def daemon(
 
     Triggers: the poll, a GitHub push webhook (GITCONF_WEBHOOK_SECRET), file events of a local
     repository, and writes to etcd by anyone else (drift). One leader among replicas; /healthz,
-    /readyz, /metrics; SIGTERM stops cleanly."""
+    /readyz, /metrics; SIGTERM stops cleanly. A configuration error (the listen address taken,
+    no such repository or branch, etcd refusing the credentials) stops it at start with exit
+    status 2; etcd or a remote that cannot be reached yet is retried."""
     from ..daemon.core import DaemonConfig, run_daemon
+    from ..daemon.http import parse_listen
 
     if log_format not in ("text", "json"):
         raise UsageError("--log-format is text or json")
+    parse_listen(listen)  # a usage error before anything starts
     cfg = DaemonConfig(repo=repo, branch=branch, interval=parse_duration(interval),
                        listen=listen, etcd=etcd, prefix=prefix, lease_ttl=lease_ttl,
                        actor=actor, worktree=worktree, max_ops=max_txn_ops,

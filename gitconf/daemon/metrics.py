@@ -3,6 +3,8 @@ small fixed set of values (no per-key or per-unit labels)."""
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
@@ -10,8 +12,11 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.reconcile_duration = Histogram(
-            "gitconf_reconcile_duration_seconds", "Duration of one reconcile cycle.",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            "gitconf_reconcile_duration_seconds",
+            "Duration of every reconcile cycle, idle and failed ones included, by result "
+            "(success, idle, error: the labels of gitconf_reconciles_total).", ["result"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+                     30, 60),
             registry=r)
         self.reconciles = Counter("gitconf_reconciles_total",
                                   "Reconcile cycles by result (success, idle, error).",
@@ -25,7 +30,8 @@ class Metrics:
                               ["kind"],
                               registry=r)
         self.last_success = Gauge("gitconf_last_success_timestamp_seconds",
-                                  "Unix time of the last successful reconcile.", registry=r)
+                                  "Unix time of the last cycle that checked the branch and "
+                                  "ended without error (idle cycles included).", registry=r)
         self.leader = Gauge("gitconf_leader", "1 while this replica holds the leader lease.",
                             registry=r)
         self.units = Gauge("gitconf_units", "Units by state after the last cycle "
@@ -42,12 +48,21 @@ class Metrics:
         self._commit: str | None = None
         for result in ("success", "idle", "error"):
             self.reconciles.labels(result)
+            self.reconcile_duration.labels(result)
         for kind in ("git", "etcd", "invalid", "webhook", "internal"):
             self.errors.labels(kind)
         for action in ("reverted", "reported", "override"):
             self.drift.labels(action)
         for result in ("opened", "pending", "failed", "closed"):
             self.pull_requests.labels(result)
+
+    def cycle(self, result: str, seconds: float) -> None:
+        """One cycle ended (success, idle or error): counted and timed under the same label;
+        a cycle without error is a success for `gitconf_last_success_timestamp_seconds`."""
+        self.reconciles.labels(result).inc()
+        self.reconcile_duration.labels(result).observe(max(0.0, seconds))
+        if result != "error":
+            self.last_success.set(time.time())
 
     def set_commit(self, commit: str) -> None:
         if commit != self._commit:
