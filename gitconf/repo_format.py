@@ -334,6 +334,7 @@ class Values:
     positions: dict[str, Position]
     problems: list[Problem]
     parsed: bool = True  # False when the file could not be read as a mapping at all
+    groups: dict[str, Position] = field(default_factory=dict)  # where each group's header is
 
 
 def load_values(path: str, raw: bytes) -> Values:
@@ -363,6 +364,7 @@ def _flatten(node: dict[str, Any], ypath: tuple[Any, ...], prefix: str, file: st
             out.problems.append(Problem(file, pos.line, pos.column, code, message, key))
             continue
         if isinstance(value, dict) and value:
+            out.groups.setdefault(key, pos)
             _flatten(value, kpath, key, file, ypos, out)
             continue
         if len(key) > MAX_KEY_BYTES // 4 and len(key.encode("utf-8")) > MAX_KEY_BYTES:
@@ -494,7 +496,7 @@ def iter_units(tree: Tree, layout: Layout, options: LoadOptions | None = None,
     no unit to carry it (a broken `_base.yaml` of a service without environments) comes as
     `(None, problems)`. Shared-schema problems come first, as `(None, problems)`."""
     options = options or LoadOptions()
-    schemas = SchemaSet()
+    schemas = SchemaSet(layout.settings)
     compact_meta = _meta_validator("compact-schema.json")
     shared_problems: list[Problem] = []
     if layout.shared_schemas:
@@ -558,17 +560,18 @@ def _service_units(svc: ServiceFiles, envs: dict[str, str], raw: dict[str, bytes
         values = load_values(path, raw[path])
         merged, positions = merge_base(base, values)
         problems = list(service_problems) + values.problems
-        if schema is not None and values.parsed and base.parsed:
-            problems.extend(validate_values(schema, merged, positions, path))
-        if schema is not None and schema.secret_keys:
+        if schema is not None and schema.has_secrets:
             problems = [replace(p, secret=True) if p.key and schema.is_secret(p.key) else p
                         for p in problems]
+        if schema is not None and values.parsed and base.parsed:
+            problems.extend(validate_values(schema, merged, positions, path,
+                                            groups={**base.groups, **values.groups}))
         unit = DesiredUnit(
             unit=UnitId(svc.name, env),
             values=merged,
             positions=positions,
             files=(path, *files_common),
-            secret_keys=schema.secret_keys if schema else frozenset(),
+            secret_keys=schema.secret_keys_of(merged) if schema else frozenset(),
             problems=problems,
             # encoded here, where parsing happens (in worker processes for large applies)
             encoded={k: dumps(v) for k, v in merged.items()} if encode else {},

@@ -5,19 +5,30 @@ the file, line and column of the offending key.
 One validator is built per schema and reused for every environment (building one costs far
 more than using it). Every repository resource lives under the base URI `file:///repo/`; no
 retriever is registered, so a `$ref` can only reach files of the repository itself.
+
+A compact schema is closed (SPEC §2): each group compiles with `additionalProperties: false`
+unless it says `additional: true` (any key) or `additional: {type: ...}` (any key, of that
+type), and an undeclared key is an `unknown-key` problem naming the closest declared one.
+
+Patterns are evaluated with RE2 by both validators, never by a backtracking engine: a schema is
+code from a pull request, and `^(a+)+$` must not hang validate, apply or the daemon. Patterns
+RE2 cannot evaluate (backreferences, lookaround, malformed) are positioned schema problems.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from importlib import resources
 from typing import Any
 from urllib.parse import urljoin
 
-from jsonschema import Draft202012Validator, FormatChecker, SchemaError
+from jsonschema import Draft202012Validator, FormatChecker, SchemaError, ValidationError
+from jsonschema import validators as jsonschema_validators
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 from referencing import Registry, Resource
@@ -25,12 +36,21 @@ from referencing.exceptions import Unresolvable
 from referencing.jsonschema import DRAFT202012
 
 from .keypath import parents
-from .masking import Masker
+from .masking import (
+    Masker,
+    PatternError,
+    SecretKeys,
+    SecretPattern,
+    compile_pattern,
+    pattern_search,
+)
 from .model import JSON, Position, Problem
 
 REPO_BASE = "file:///repo/"
 JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object", "null")
 MAX_MESSAGE = 300
+ADDITIONAL = "additional"  # the compact group directive: `additional: true | {type: ...}`
+UNKNOWN_KEY = "unknown-key"
 
 
 def repo_uri(path: str) -> str:
@@ -53,58 +73,76 @@ def _is_compact_leaf(node: Mapping[str, Any]) -> bool:
     return isinstance(node.get("type"), str) or "$ref" in node
 
 
+def _is_directive(name: Any, child: Any) -> bool:
+    """`additional: true|false` or `additional: {type: ...}` says what a group does with keys
+    it does not declare. A *group* named `additional` (no `type`) is still an ordinary group;
+    a *leaf* named `additional` cannot be declared in the compact form (docs/schemas.md)."""
+    if name != ADDITIONAL:
+        return False
+    return isinstance(child, bool) or (isinstance(child, Mapping) and _is_compact_leaf(child))
+
+
+def _compile_leaf(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A compact leaf as JSON Schema; `min`/`max` become the bound that fits the type."""
+    out: dict[str, Any] = {}
+    if "$ref" in spec:
+        out["$ref"] = spec["$ref"]
+    t = spec.get("type")
+    if t is not None:
+        out["type"] = t
+    lo, hi = {"string": ("minLength", "maxLength"), "array": ("minItems", "maxItems"),
+              "object": ("minProperties", "maxProperties")}.get(t or "", ("minimum", "maximum"))
+    if "min" in spec:
+        out[lo] = spec["min"]
+    if "max" in spec:
+        out[hi] = spec["max"]
+    for k in ("pattern", "enum", "default", "description", "format", "items", "examples",
+              "deprecated"):
+        if k in spec:
+            out[k] = spec[k]
+    if spec.get("secret"):
+        out["writeOnly"] = True
+    return out
+
+
+def _compile_group(node: Mapping[str, Any]) -> dict[str, Any]:
+    """A compact group: closed (`additionalProperties: false`) unless it says otherwise."""
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    extra: bool | dict[str, Any] = False
+    for name, child in node.items():
+        if _is_directive(name, child):
+            extra = child if isinstance(child, bool) else _compile_leaf(child)
+            continue
+        if not isinstance(child, Mapping):
+            continue  # the meta-schema has reported it already
+        if _is_compact_leaf(child):
+            props[name] = _compile_leaf(child)
+            if child.get("required"):
+                required.append(name)
+        else:
+            props[name] = _compile_group(child)
+            if _group_required(child):
+                required.append(name)
+    out: dict[str, Any] = {"type": "object", "properties": props}
+    if required:
+        out["required"] = required
+    if extra is not True:
+        out["additionalProperties"] = extra
+    return out
+
+
 def compile_compact(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """Compact form -> Draft 2020-12. `min`/`max` become the bound that fits the type."""
-
-    def leaf(spec: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if "$ref" in spec:
-            out["$ref"] = spec["$ref"]
-        t = spec.get("type")
-        if t is not None:
-            out["type"] = t
-        lo, hi = {"string": ("minLength", "maxLength"), "array": ("minItems", "maxItems"),
-                  "object": ("minProperties", "maxProperties")}.get(t or "", ("minimum", "maximum"))
-        if "min" in spec:
-            out[lo] = spec["min"]
-        if "max" in spec:
-            out[hi] = spec["max"]
-        for k in ("pattern", "enum", "default", "description", "format", "items", "examples",
-                  "deprecated"):
-            if k in spec:
-                out[k] = spec[k]
-        if spec.get("secret"):
-            out["writeOnly"] = True
-        return out
-
-    def group(node: Mapping[str, Any]) -> dict[str, Any]:
-        props: dict[str, Any] = {}
-        required: list[str] = []
-        for name, child in node.items():
-            if not isinstance(child, Mapping):
-                continue  # the meta-schema has reported it already
-            if _is_compact_leaf(child):
-                props[name] = leaf(child)
-                if child.get("required"):
-                    required.append(name)
-            else:
-                props[name] = group(child)
-                if _group_required(child):
-                    required.append(name)
-        out: dict[str, Any] = {"type": "object", "properties": props}
-        if required:
-            out["required"] = required
-        return out
-
-    compiled = group(doc)
+    """Compact form -> Draft 2020-12 (SPEC §2)."""
+    compiled = _compile_group(doc)
     compiled["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     return compiled
 
 
 def _group_required(node: Mapping[str, Any]) -> bool:
     """A group is required when anything inside it is."""
-    for child in node.values():
-        if isinstance(child, Mapping):
+    for name, child in node.items():
+        if isinstance(child, Mapping) and not _is_directive(name, child):
             if _is_compact_leaf(child):
                 if child.get("required"):
                     return True
@@ -125,6 +163,315 @@ def _iter_refs(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[An
             yield from _iter_refs(v, path + (i,))
 
 
+# ---------------------------------------------------------------------------------------------
+# patterns: where a schema writes them, and whether RE2 can evaluate them
+
+DocPath = tuple[Any, ...]
+_NAMED_SUBSCHEMAS = ("properties", "$defs", "definitions", "dependentSchemas")
+_DATA_KEYWORDS = ("enum", "const", "default", "examples")
+
+
+def _json_patterns(node: Any, path: DocPath = ()) -> Iterator[tuple[DocPath, str]]:
+    """Every `pattern` and `patternProperties` key of a JSON Schema, with its path. Names under
+    `properties`/`$defs` and data (`enum`, `default`, ...) are not mistaken for keywords."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _json_patterns(item, path + (i,))
+        return
+    if not isinstance(node, Mapping):
+        return
+    for k, v in node.items():
+        here = path + (k,)
+        if k == "pattern" and isinstance(v, str):
+            yield here, v
+        elif k == "patternProperties" and isinstance(v, Mapping):
+            for regex, sub in v.items():
+                yield here + (regex,), str(regex)
+                yield from _json_patterns(sub, here + (regex,))
+        elif k in _NAMED_SUBSCHEMAS and isinstance(v, Mapping):
+            for name, sub in v.items():
+                yield from _json_patterns(sub, here + (name,))
+        elif k not in _DATA_KEYWORDS:
+            yield from _json_patterns(v, here)
+
+
+def _compact_patterns(node: Mapping[str, Any], path: DocPath = ()) -> Iterator[tuple[DocPath, str]]:
+    """Every pattern of a compact schema: leaves' `pattern`, and inside their `items`."""
+    for name, child in node.items():
+        if not isinstance(child, Mapping):
+            continue
+        here = path + (name,)
+        if _is_compact_leaf(child):
+            if isinstance(child.get("pattern"), str):
+                yield here + ("pattern",), child["pattern"]
+            if isinstance(child.get("items"), Mapping):
+                yield from _json_patterns(child["items"], here + ("items",))
+        else:
+            yield from _compact_patterns(child, here)
+
+
+def pattern_message(exc: PatternError) -> str:
+    """Why a schema pattern is refused, in the words docs/schemas.md uses."""
+    if exc.construct:
+        return ("pattern uses a construct gitconf does not evaluate (backreference/lookaround): "
+                f"{exc.pattern!r} ({exc.reason}); see docs/schemas.md")
+    return f"invalid regular expression {exc.pattern!r}: {exc.reason}"
+
+
+def _pattern_problems(file: str, positions: Mapping[DocPath, Position],
+                      found: Iterable[tuple[DocPath, str]]) -> list[Problem]:
+    problems = []
+    for where, pattern in found:
+        try:
+            compile_pattern(pattern)
+        except PatternError as exc:
+            problems.append(_problem_at(file, positions, where, "schema", pattern_message(exc)))
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# python-jsonschema with patterns evaluated by RE2 (its own keywords call Python's `re`)
+
+
+def _search(pattern: str, text: str) -> bool | PatternError:
+    try:
+        return pattern_search(pattern, text)
+    except PatternError as exc:
+        return exc
+
+
+def _unevaluable(exc: PatternError) -> ValidationError:
+    return ValidationError(f"pattern {exc.pattern!r} cannot be evaluated: {exc.reason}")
+
+
+def _kw_pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "string"):
+        return
+    hit = _search(patrn, instance)
+    if isinstance(hit, PatternError):
+        yield _unevaluable(hit)
+    elif not hit:
+        yield ValidationError(f"{instance!r} does not match {patrn!r}")
+
+
+def _kw_pattern_properties(validator: Any, pp: Mapping[str, Any], instance: Any,
+                           schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in pp.items():
+        for k, v in instance.items():
+            hit = _search(pattern, k)
+            if isinstance(hit, PatternError):
+                yield _unevaluable(hit)
+                break
+            if hit:
+                yield from validator.descend(v, subschema, path=k, schema_path=pattern)
+
+
+def _extras(instance: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """Keys neither `properties` nor `patternProperties` cover (an unevaluable pattern covers
+    nothing: the pattern itself is reported)."""
+    properties = schema.get("properties", {})
+    patterns = list(schema.get("patternProperties", {}))
+    return [k for k in instance if k not in properties
+            and not any(_search(p, k) is True for p in patterns)]
+
+
+def _kw_additional_properties(validator: Any, ap: Any, instance: Any,
+                              schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    extras = _extras(instance, schema)
+    if validator.is_type(ap, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], ap, path=extra)
+    elif not ap and extras:
+        names = ", ".join(repr(e) for e in sorted(extras))
+        if "patternProperties" in schema:
+            verb = "does" if len(extras) == 1 else "do"
+            regexes = ", ".join(repr(p) for p in sorted(schema["patternProperties"]))
+            yield ValidationError(f"{names} {verb} not match any of the regexes: {regexes}")
+        else:
+            verb = "was" if len(extras) == 1 else "were"
+            yield ValidationError(f"Additional properties are not allowed ({names} {verb} "
+                                  "unexpected)")
+
+
+def _is_valid(errors: Iterator[Any]) -> bool:
+    return next(errors, None) is None
+
+
+def _evaluated_by_refs(validator: Any, instance: Any, schema: Any) -> list[str]:
+    keys: list[str] = []
+    for kw in ("$ref", "$dynamicRef"):
+        ref = schema.get(kw)
+        if ref is not None:
+            resolved = validator._resolver.lookup(ref)
+            keys += _evaluated_keys(validator.evolve(schema=resolved.contents,
+                                                     _resolver=resolved.resolver),
+                                    instance, resolved.contents)
+    return keys
+
+
+def _evaluated_keys(validator: Any, instance: Any, schema: Any) -> list[str]:
+    """python-jsonschema's `find_evaluated_property_keys_by_schema` (2020-12), with
+    `patternProperties` matched by RE2."""
+    if validator.is_type(schema, "boolean"):
+        return []
+    keys = _evaluated_by_refs(validator, instance, schema)
+    properties = schema.get("properties")
+    if validator.is_type(properties, "object"):
+        keys += properties.keys() & instance.keys()
+    for kw in ("additionalProperties", "unevaluatedProperties"):
+        if (sub := schema.get(kw)) is not None:
+            keys += [k for k, v in instance.items() if _is_valid(validator.descend(v, sub))]
+    for pattern in schema.get("patternProperties", {}):
+        keys += [k for k in instance if _search(pattern, k) is True]
+    for name, sub in schema.get("dependentSchemas", {}).items():
+        if name in instance:
+            keys += _evaluated_keys(validator, instance, sub)
+    for kw in ("allOf", "oneOf", "anyOf"):
+        for sub in schema.get(kw, []):
+            if _is_valid(validator.descend(instance, sub)):
+                keys += _evaluated_keys(validator, instance, sub)
+    if "if" in schema:
+        if validator.evolve(schema=schema["if"]).is_valid(instance):
+            keys += _evaluated_keys(validator, instance, schema["if"])
+            if "then" in schema:
+                keys += _evaluated_keys(validator, instance, schema["then"])
+        elif "else" in schema:
+            keys += _evaluated_keys(validator, instance, schema["else"])
+    return keys
+
+
+def _kw_unevaluated_properties(validator: Any, up: Any, instance: Any,
+                               schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    evaluated = set(_evaluated_keys(validator, instance, schema))
+    bad = [k for k in instance if k not in evaluated
+           and not _is_valid(validator.descend(instance[k], up, path=k, schema_path=k))]
+    if bad:
+        names = ", ".join(repr(k) for k in sorted(bad, key=str))
+        verb = "was" if len(bad) == 1 else "were"
+        if up is False:
+            yield ValidationError(f"Unevaluated properties are not allowed ({names} {verb} "
+                                  "unexpected)")
+        else:
+            yield ValidationError("Unevaluated properties are not valid under the given schema "
+                                  f"({names} {verb} unevaluated and invalid)")
+
+
+_LINEAR_CLASSES: dict[Any, Any] = {}
+
+
+def _linear_validator_class(cls: Any) -> Any:
+    """`cls` with every keyword that evaluates a pattern replaced by an RE2 version. The
+    2019-09 `unevaluatedProperties` (with `$recursiveRef`) keeps its own implementation."""
+    if cls not in _LINEAR_CLASSES:
+        keywords = {"pattern": _kw_pattern, "patternProperties": _kw_pattern_properties,
+                    "additionalProperties": _kw_additional_properties}
+        if cls is Draft202012Validator:
+            keywords["unevaluatedProperties"] = _kw_unevaluated_properties
+        keywords = {k: fn for k, fn in keywords.items() if k in cls.VALIDATORS}
+        _LINEAR_CLASSES[cls] = jsonschema_validators.extend(cls, keywords)
+    return _LINEAR_CLASSES[cls]
+
+
+# ---------------------------------------------------------------------------------------------
+# secrets: by name, and by pattern (`patternProperties` / `additionalProperties`)
+
+
+@dataclass(frozen=True)
+class _AnyChild:
+    """A path segment no name fixes: a `patternProperties` regex, or (regex None) the children
+    `additionalProperties` covers."""
+
+    regex: str | None
+    declared: frozenset[str] = frozenset()
+    excluded: tuple[str, ...] = ()
+
+
+def _secret_rule(path: tuple[str | _AnyChild, ...]) -> str | SecretPattern:
+    """A literal path is a key; one with a free segment is a rule. Below a second free segment
+    the rule stops at the first one and masks its whole child: more than needed, never less."""
+    free = next((i for i, seg in enumerate(path) if isinstance(seg, _AnyChild)), None)
+    if free is None:
+        return ".".join(str(seg) for seg in path)
+    seg = path[free]
+    assert isinstance(seg, _AnyChild)
+    below = path[free + 1:]
+    rest = "" if any(isinstance(s, _AnyChild) for s in below) else ".".join(map(str, below))
+    group = ".".join(str(s) for s in path[:free])
+    return SecretPattern(group, seg.regex, seg.declared, seg.excluded, rest)
+
+
+class _SecretWalk:
+    """Finds `writeOnly` through `properties`, `patternProperties`, `additionalProperties`,
+    `$ref`, combinators and conditionals. Arrays are leaves in etcd, so a secret anywhere in
+    `items` makes the whole array secret."""
+
+    def __init__(self) -> None:
+        self.found: set[tuple[str | _AnyChild, ...]] = set()
+
+    def walk(self, node: Any, path: tuple[str | _AnyChild, ...], depth: int, res: Any,
+             collapse: bool = False) -> None:
+        if not isinstance(node, Mapping) or depth > 32:
+            return
+        if isinstance(node.get("$ref"), str):
+            try:
+                resolved = res.lookup(node["$ref"])
+                self.walk(resolved.contents, path, depth + 1, resolved.resolver, collapse)
+            except Unresolvable:
+                pass
+        if path and node.get("writeOnly") is True:
+            self.found.add(path)
+        for kw in ("allOf", "anyOf", "oneOf"):
+            for alt in node.get(kw, ()) or ():
+                self.walk(alt, path, depth + 1, res, collapse)
+        for kw in ("then", "else", "not"):
+            self.walk(node.get(kw), path, depth + 1, res, collapse)
+        for kw in ("items", "prefixItems", "contains", "additionalItems"):
+            subs = node.get(kw)
+            for sub in subs if isinstance(subs, list) else [subs]:
+                self.walk(sub, path, depth + 1, res, collapse=True)
+        self._children(node, path, depth, res, collapse)
+
+    def _children(self, node: Mapping[str, Any], path: tuple[str | _AnyChild, ...],
+                  depth: int, res: Any, collapse: bool) -> None:
+        props = node.get("properties")
+        props = props if isinstance(props, Mapping) else {}
+        patterns = node.get("patternProperties")
+        patterns = patterns if isinstance(patterns, Mapping) else {}
+
+        def below(seg: str | _AnyChild) -> tuple[str | _AnyChild, ...]:
+            return path if collapse else path + (seg,)
+
+        for name, child in props.items():
+            self.walk(child, below(str(name)), depth + 1, res, collapse)
+        for regex, child in patterns.items():
+            self.walk(child, below(_AnyChild(str(regex))), depth + 1, res, collapse)
+        extra = node.get("additionalProperties")
+        if isinstance(extra, Mapping):
+            rest = _AnyChild(None, frozenset(map(str, props)), tuple(map(str, patterns)))
+            self.walk(extra, below(rest), depth + 1, res, collapse)
+
+    def secret_keys(self) -> SecretKeys:
+        keys: set[str] = set()
+        rules: list[SecretPattern] = []
+        for path in sorted(self.found, key=repr):
+            rule = _secret_rule(path)
+            if isinstance(rule, str):
+                keys.add(rule)
+            elif rule not in rules:
+                rules.append(rule)
+        return SecretKeys(keys, rules)
+
+
+# ---------------------------------------------------------------------------------------------
+# compiled service schemas
+
+
 @dataclass
 class ServiceSchema:
     """A service's compiled schema and what the loader needs from it."""
@@ -133,23 +480,35 @@ class ServiceSchema:
     file: str
     compiled: dict[str, Any]
     validator: Validator
-    secret_keys: frozenset[str]  # flattened keys (or key prefixes) whose values are secret
+    secret_keys: SecretKeys  # flattened keys (or key prefixes) secret by name, and pattern rules
     fast: Any = None  # a jsonschema-rs validator: answers "valid?" ~35x faster
+    compact: bool = False  # compiled from the compact form: closed, with `unknown-key` problems
+    unknown_keys: str = "error"  # `.gitconf.yaml` `unknown_keys`: error | warn
+
+    @cached_property
+    def masker(self) -> Masker:
+        return Masker.of(self.secret_keys)
 
     @property
-    def masker(self) -> Masker:
-        return Masker(self.secret_keys)
+    def has_secrets(self) -> bool:
+        return bool(self.secret_keys) or bool(self.secret_keys.patterns)
 
     def is_secret(self, key: str) -> bool:
         return self.masker.is_secret(key)
+
+    def secret_keys_of(self, keys: Iterable[str]) -> SecretKeys:
+        """The secret names plus the unit's own keys a pattern rule makes secret: a deploy
+        records these, so they stay masked even after the rule is gone."""
+        return self.secret_keys.matched(keys)
 
 
 class SchemaSet:
     """The shared `schemas/` resources of one repository plus a validator per service."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
         self.registry: Registry[Any] = Registry()
         self.shared: dict[str, Any] = {}  # uri -> document
+        self.unknown_keys = str((settings or {}).get("unknown_keys", "error"))
         self._rs_registry: Any = None
         self._compiled: dict[tuple[str, tuple[str, ...]], ServiceSchema] = {}
 
@@ -161,12 +520,13 @@ class SchemaSet:
         if isinstance(doc, Mapping) and isinstance(doc.get("$id"), str):
             self.registry = self.registry.with_resource(doc["$id"], resource)
 
-    def check_shared(self, path: str, doc: Any, positions: Mapping[tuple[Any, ...], Position],
+    def check_shared(self, path: str, doc: Any, positions: Mapping[DocPath, Position],
                      ) -> list[Problem]:
-        return _check_schema(doc, path, positions) + self._check_refs(doc, path, positions)
+        patterns = _pattern_problems(path, positions, _json_patterns(doc))
+        return (patterns or _check_schema(doc, path, positions)) + \
+            self._check_refs(doc, path, positions)
 
-    def compile(self, service: str, path: str, doc: Any,
-                positions: Mapping[tuple[Any, ...], Position],
+    def compile(self, service: str, path: str, doc: Any, positions: Mapping[DocPath, Position],
                 compact_meta: Validator) -> tuple[ServiceSchema | None, list[Problem]]:
         """Compile a service's schema. Services generated from one template share their
         schema's text; two identical texts whose `$ref`s resolve to the same resources mean
@@ -185,32 +545,25 @@ class SchemaSet:
         return result, problems
 
     def _compile(self, service: str, path: str, doc: Mapping[str, Any],
-                 positions: Mapping[tuple[Any, ...], Position],
+                 positions: Mapping[DocPath, Position],
                  compact_meta: Validator) -> tuple[ServiceSchema | None, list[Problem]]:
-        if is_compact(doc):
-            problems = [_problem_at(path, positions, tuple(e.absolute_path), "schema",
-                                    _meta_message(e))
-                        for e in compact_meta.iter_errors(doc)]
-            if problems:
-                return None, problems
-            compiled = compile_compact(doc)
-        else:
-            compiled = dict(doc)
-            problems = _check_schema(compiled, path, positions)
-            if problems:
-                return None, problems
+        compact = is_compact(doc)
+        compiled, problems = _checked(doc, path, positions, compact_meta, compact)
+        if compiled is None:
+            return None, problems
         problems = self._check_refs(doc, path, positions)
         if problems:
             return None, problems
         compiled.setdefault("$id", repo_uri(path))
-        cls = validator_for(compiled, default=Draft202012Validator)
+        cls = _linear_validator_class(validator_for(compiled, default=Draft202012Validator))
         validator = cls(compiled, registry=self.registry, format_checker=FormatChecker())
         return ServiceSchema(service, path, compiled, validator, self._secrets(compiled),
-                             self._fast_validator(compiled)), []
+                             self._fast_validator(compiled), compact, self.unknown_keys), []
 
     def _fast_validator(self, compiled: dict[str, Any]) -> Any:
-        """jsonschema-rs for the common answer ("valid"), offline and over the same resources;
-        None where it is not installed or cannot take the schema."""
+        """jsonschema-rs for the common answer ("valid"), offline and over the same resources,
+        with patterns on the linear `regex` crate; None where it is not installed or cannot
+        take the schema."""
         try:
             import jsonschema_rs
         except ImportError:
@@ -219,15 +572,15 @@ class SchemaSet:
             if self._rs_registry is None:
                 self._rs_registry = jsonschema_rs.Registry(list(self.shared.items()))
             return jsonschema_rs.validator_for(compiled, registry=self._rs_registry,
-                                               validate_formats=True, offline=True)
+                                               validate_formats=True, offline=True,
+                                               pattern_options=jsonschema_rs.RegexOptions())
         except Exception:  # a schema it cannot compile: python-jsonschema alone decides
             return None
 
     def _check_refs(self, doc: Any, path: str,
-                    positions: Mapping[tuple[Any, ...], Position]) -> list[Problem]:
+                    positions: Mapping[DocPath, Position]) -> list[Problem]:
         problems = []
         base = repo_uri(path)
-        resolver = self.registry.resolver(base_uri=base)
         own = Resource.from_contents(doc, default_specification=DRAFT202012)
         resolver = self.registry.with_resource(base, own).resolver(base_uri=base)
         for rpath, ref in _iter_refs(doc):
@@ -241,36 +594,31 @@ class SchemaSet:
                                             "files under schemas/ of this repository"))
         return problems
 
-    def _secrets(self, compiled: Mapping[str, Any]) -> frozenset[str]:
-        """Secret keys (`writeOnly`), by flattened key, following `$ref`s."""
-        secrets: set[str] = set()
+    def _secrets(self, compiled: Mapping[str, Any]) -> SecretKeys:
+        """Secret keys (`writeOnly`), by flattened key or by pattern rule, following `$ref`s."""
         base = str(compiled.get("$id", REPO_BASE))
         resolver = self.registry.with_resource(
             base, Resource.from_contents(dict(compiled), default_specification=DRAFT202012)
         ).resolver(base_uri=base)
+        walk = _SecretWalk()
+        walk.walk(compiled, (), 0, resolver)
+        return walk.secret_keys()
 
-        def walk(node: Any, key: str, depth: int, res: Any) -> None:
-            if not isinstance(node, Mapping) or depth > 32:
-                return
-            if isinstance(node.get("$ref"), str):
-                try:
-                    resolved = res.lookup(node["$ref"])
-                except Unresolvable:
-                    resolved = None
-                if resolved is not None:
-                    walk(resolved.contents, key, depth + 1, resolved.resolver)
-            if key and node.get("writeOnly") is True:
-                secrets.add(key)
-            for sub in ("allOf", "anyOf", "oneOf"):
-                for alt in node.get(sub, ()) or ():
-                    walk(alt, key, depth + 1, res)
-            props = node.get("properties")
-            if isinstance(props, Mapping):
-                for name, child in props.items():
-                    walk(child, f"{key}.{name}" if key else str(name), depth + 1, res)
 
-        walk(compiled, "", 0, resolver)
-        return frozenset(secrets)
+def _checked(doc: Mapping[str, Any], path: str, positions: Mapping[DocPath, Position],
+             compact_meta: Validator, compact: bool) -> tuple[dict[str, Any] | None,
+                                                              list[Problem]]:
+    """The schema as JSON Schema, or the positioned problems that stop it from being one
+    (meta-schema, patterns RE2 cannot evaluate)."""
+    if compact:
+        problems = [_problem_at(path, positions, tuple(e.absolute_path), "schema",
+                                _meta_message(e))
+                    for e in compact_meta.iter_errors(doc)]
+        problems = problems or _pattern_problems(path, positions, _compact_patterns(doc))
+        return (None, problems) if problems else (compile_compact(doc), [])
+    problems = _pattern_problems(path, positions, _json_patterns(doc))
+    problems = problems or _check_schema(doc, path, positions)
+    return (None, problems) if problems else (dict(doc), [])
 
 
 _META_VERDICTS: dict[str, tuple[tuple[Any, ...], str] | None] = {}
@@ -281,7 +629,7 @@ def _digest(doc: Any) -> str:
 
 
 def _check_schema(doc: Any, path: str,
-                  positions: Mapping[tuple[Any, ...], Position]) -> list[Problem]:
+                  positions: Mapping[DocPath, Position]) -> list[Problem]:
     """Meta-validation costs ~10 ms a schema (Draft 2020-12's `$dynamicRef`s), while building a
     validator costs microseconds; services generated from one template share their schema's
     content, so the verdict is remembered by content."""
@@ -312,7 +660,7 @@ def _short(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
 
 
-def _problem_at(file: str, positions: Mapping[tuple[Any, ...], Position], path: tuple[Any, ...],
+def _problem_at(file: str, positions: Mapping[DocPath, Position], path: DocPath,
                 code: str, message: str) -> Problem:
     """Attribute a problem to the deepest written part of `path`."""
     for n in range(len(path), 0, -1):
@@ -338,12 +686,66 @@ def unflatten(values: Mapping[str, JSON]) -> dict[str, Any]:
     return doc
 
 
+# ---------------------------------------------------------------------------------------------
+# validating values: each error on the key that caused it, secrets never quoted
+
+
+@dataclass
+class _Unit:
+    """One unit's values with where they were written: positions of keys (leaves) and of
+    groups (their header line), and which lines hold a secret value."""
+
+    schema: ServiceSchema
+    values: Mapping[str, JSON]
+    positions: Mapping[str, Position]
+    groups: Mapping[str, Position]
+    default_file: str
+    _secret_lines: set[tuple[str, int]] | None = field(default=None, repr=False)
+
+    def position(self, key: str) -> Position:
+        """A written key or group where it is; otherwise its nearest written parent."""
+        hit = self.positions.get(key) or self.groups.get(key)
+        if hit is not None:
+            return hit
+        for group in parents(key):
+            near = self.group_position(group)
+            if near is not None:
+                return near
+        return Position(self.default_file, 1, 1)
+
+    def group_position(self, group: str) -> Position | None:
+        """A group's header line; for a group only written as dotted keys (`"a.b": 1`), its
+        first key."""
+        hit = self.groups.get(group) or self.positions.get(group)
+        if hit is not None:
+            return hit
+        inside = [p for k, p in self.positions.items() if k.startswith(group + ".")
+                  and k in self.values]
+        return min(inside, key=lambda p: (p.line, p.column)) if inside else None
+
+    def shows_secret(self, pos: Position) -> bool:
+        """A secret value is written on this line: renderers must not quote it."""
+        if self._secret_lines is None:
+            masker = self.schema.masker
+            self._secret_lines = {(p.file, p.line) for k, p in self.positions.items()
+                                  if k in self.values and masker.is_secret(k)}
+        return (pos.file, pos.line) in self._secret_lines
+
+    def problem(self, pos: Position, code: str, message: str, key: str,
+                severity: str = "error") -> Problem:
+        secret = self.shows_secret(pos) or (key in self.values and self.schema.is_secret(key))
+        return Problem(pos.file, pos.line, pos.column, code, message, key or None,
+                       "warning" if severity == "warning" else "error", secret)
+
+
 def validate_values(schema: ServiceSchema, values: Mapping[str, JSON],
-                    positions: Mapping[str, Position], default_file: str) -> list[Problem]:
+                    positions: Mapping[str, Position], default_file: str,
+                    groups: Mapping[str, Position] | None = None) -> list[Problem]:
     """Validate one unit's merged values; each error lands on the key that caused it.
+    `groups` (where each group's header is written) lets a missing key point at its parent.
 
     When jsonschema-rs says the document is valid, it is (the common case, ~35x faster);
-    otherwise python-jsonschema decides and explains, so verdicts and messages are its own."""
+    otherwise python-jsonschema decides and explains, so verdicts are its own."""
     doc = unflatten(values)
     if schema.fast is not None:
         try:
@@ -351,32 +753,124 @@ def validate_values(schema: ServiceSchema, values: Mapping[str, JSON],
                 return []
         except Exception:
             pass
-    problems = []
+    unit = _Unit(schema, values, positions, groups or {}, default_file)
+    problems: list[Problem] = []
+    required_seen: dict[DocPath, int] = {}
     for error in schema.validator.iter_errors(doc):
-        path = [str(p) for p in error.absolute_path]
-        key = ".".join(path)
-        if error.validator == "required" and isinstance(error.instance, Mapping):
-            missing = [r for r in error.validator_value if r not in error.instance]
-            if missing:
-                key = f"{key}.{missing[0]}" if key else str(missing[0])
-        pos = _position_of(key, values, positions, default_file)
-        if schema.masker.group_has_secret(key, values) or schema.is_secret(key):
-            message = f"{key}: value (secret, not shown) does not satisfy '{error.validator}'"
+        if schema.compact and _is_unknown_key_error(error):
+            problems.extend(_unknown_key_problems(unit, error))
+        elif error.validator == "required":
+            problems.extend(_required_problem(unit, error, required_seen))
         else:
-            message = f"{key}: {_short(error.message)}" if key else _short(error.message)
-        problems.append(Problem(pos.file, pos.line, pos.column, "schema", message, key or None))
+            problems.append(_value_problem(unit, error))
     problems.sort(key=lambda p: (p.file, p.line, p.column))
     return problems
 
 
-def _position_of(key: str, values: Mapping[str, JSON], positions: Mapping[str, Position],
-                 default_file: str) -> Position:
-    if key in positions:
-        return positions[key]
-    for group in parents(key):  # the key is missing: report at its nearest written parent
-        if group in positions:
-            return positions[group]
-        inside = [positions[k] for k in values if k.startswith(group + ".") and k in positions]
-        if inside:
-            return min(inside, key=lambda p: (p.line, p.column))
-    return Position(default_file, 1, 1)
+def _is_unknown_key_error(error: Any) -> bool:
+    """A closed compact group refused a key (not a JSON Schema reached through `$ref`)."""
+    return (error.validator == "additionalProperties" and error.validator_value is False
+            and isinstance(error.instance, Mapping) and "$ref" not in error.schema_path)
+
+
+def _unknown_key_problems(unit: _Unit, error: Any) -> Iterator[Problem]:
+    group = ".".join(str(p) for p in error.absolute_path)
+    declared = [str(k) for k in error.schema.get("properties", {})]
+    severity = "warning" if unit.schema.unknown_keys == "warn" else "error"
+    for extra in _extras(error.instance, error.schema):
+        key = f"{group}.{extra}" if group else str(extra)
+        message = _unknown_key_message(unit.schema.service, group, str(extra), declared)
+        yield unit.problem(unit.position(key), UNKNOWN_KEY, message, key, severity)
+
+
+def _unknown_key_message(service: str, group: str, name: str, declared: list[str]) -> str:
+    """Name the unknown key and the closest declared sibling, so a typo is fixed from the
+    message alone: "`tiemout`: not in the schema of payments; did you mean `timeout`?"."""
+
+    def full(n: str) -> str:
+        return f"{group}.{n}" if group else n
+
+    close = difflib.get_close_matches(name, declared, n=1)
+    if close:
+        hint = f"; did you mean `{full(close[0])}`?"
+    elif declared:
+        shown = ", ".join(f"`{full(n)}`" for n in sorted(declared)[:8])
+        hint = f" (declared here: {shown}{', …' if len(declared) > 8 else ''})"
+    else:
+        hint = " (the schema declares no keys here)"
+    return f"`{full(name)}`: not in the schema of {service}{hint}"
+
+
+def _required_problem(unit: _Unit, error: Any, seen: dict[DocPath, int]) -> Iterator[Problem]:
+    """python-jsonschema reports each missing name of one `required` in order, with the name
+    only in its message: count them to know which one this is."""
+    where = tuple(error.absolute_path)
+    instance = error.instance if isinstance(error.instance, Mapping) else {}
+    missing = [str(r) for r in error.validator_value if r not in instance]
+    n = seen.get(where, 0)
+    seen[where] = n + 1
+    if n >= len(missing):
+        return
+    group = ".".join(str(p) for p in where)
+    key = f"{group}.{missing[n]}" if group else missing[n]
+    pos = (unit.group_position(group) or unit.position(group)) if group \
+        else Position(unit.default_file, 1, 1)  # inside an array item: the array's line
+    yield unit.problem(pos, "schema", f"`{key}` is required but missing", key)
+
+
+def _value_problem(unit: _Unit, error: Any) -> Problem:
+    key = ".".join(str(p) for p in error.absolute_path)
+    pos = unit.position(key)
+    if error.validator in ("additionalProperties", "unevaluatedProperties") \
+            and isinstance(error.instance, Mapping):  # a JSON Schema's own: at the first extra
+        extra = next(iter(_extras(error.instance, error.schema)), None)
+        if extra is not None:
+            pos = unit.position(f"{key}.{extra}" if key else str(extra))
+    masker = unit.schema.masker
+    if _names_only(error):
+        message = f"{key}: {_short(error.message)}" if key else _short(error.message)
+    elif masker.is_secret(key):
+        message = f"`{key}`: {_expected(error)} (value is secret, not shown)"
+    elif masker.group_has_secret(key, unit.values):
+        name = f"`{key}`" if key else "the top level"
+        message = f"{name}: {_expected(error)} (it holds a secret, not shown)"
+    else:
+        message = f"{key}: {_short(error.message)}" if key else _short(error.message)
+    return unit.problem(pos, "schema", message, key)
+
+
+def _names_only(error: Any) -> bool:
+    """Errors whose message quotes key names, never values."""
+    return (error.validator in ("additionalProperties", "unevaluatedProperties")
+            and error.validator_value is False) or error.validator == "dependentRequired"
+
+
+_EXPECTATIONS: dict[str, str] = {
+    "minLength": "expected at least {} characters",
+    "maxLength": "expected at most {} characters",
+    "pattern": "expected to match the pattern {!r}",
+    "format": "expected the format {!r}",
+    "minimum": "expected at least {}",
+    "maximum": "expected at most {}",
+    "exclusiveMinimum": "expected more than {}",
+    "exclusiveMaximum": "expected less than {}",
+    "multipleOf": "expected a multiple of {}",
+    "minItems": "expected at least {} items",
+    "maxItems": "expected at most {} items",
+    "minProperties": "expected at least {} keys",
+    "maxProperties": "expected at most {} keys",
+    "uniqueItems": "expected unique items",
+}
+
+
+def _expected(error: Any) -> str:
+    """What the schema wanted, in words that quote the schema and never the value."""
+    v = error.validator_value
+    if error.validator == "type":
+        return "expected " + " or ".join(str(t) for t in (v if isinstance(v, list) else [v]))
+    if error.validator in ("enum", "const"):
+        return "expected one of the values the schema allows"
+    template = _EXPECTATIONS.get(str(error.validator))
+    if template is not None:
+        return template.format(v)
+    return f"does not satisfy '{error.validator}'"

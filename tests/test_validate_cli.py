@@ -90,7 +90,7 @@ CASES: dict[str, tuple[dict[str, str | bytes], str, str, int, int]] = {
                          "schema", "svc/prod.yaml", 3, 3),
     "required key missing": ({"svc/schema.yaml": COMPACT,
                               "svc/prod.yaml": "x: 1\ndatabase:\n  pool_size: 5\n"},
-                             "schema", "svc/prod.yaml", 3, 3),
+                             "schema", "svc/prod.yaml", 2, 1),  # at the group's own line
     "schema violation in _base": ({"svc/schema.yaml": COMPACT,
                                    "svc/_base.yaml": "database:\n  pool_size: 0\n",
                                    "svc/prod.yaml": "database:\n  host: db\n"},
@@ -202,7 +202,7 @@ def test_every_problem_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
     _write(tmp_path, {"svc/schema.yaml": COMPACT, "svc/prod.yaml": bad})
     report = cli("validate", str(tmp_path), "-f", "json").json()
     codes = sorted(p["code"] for p in report["problems"])
-    assert codes == ["duplicate-key", "reserved-key", "schema"]
+    assert codes == ["duplicate-key", "reserved-key", "schema", "unknown-key"]  # `b`: closed
 
 
 def test_ignored_and_non_service_directories(tmp_path: Path) -> None:
