@@ -121,3 +121,17 @@ def test_a_100k_key_unit_deploys_in_several_transactions(tmp_path: Path, env: di
     assert store.count(keys.unit_prefix(UnitId("svc", "prod")))[0] == 100_000
     record = cli("history", "svc", "prod", "-f", "json", env=env).json()["deploys"][0]
     assert record["totals"] == [100_000, 0, 0] and len(record["added"]) < 1000
+
+
+def test_the_mass_delete_guard_is_set_in_settings(tmp_path: Path, env: dict,
+                                                  store: EtcdStore, keys: Keys) -> None:
+    values = "".join(f"k{i}: {i}\n" for i in range(6))
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": values,
+                                      ".gitconf.yaml": "mass_delete: {max_percent: 20, "
+                                                       "min_keys: 2}\n"})
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    repo.commit({"svc/prod.yaml": "k0: 0\nk1: 1\nk2: 2\n"})  # 3 of 6: over 20%, at least 2
+    res = cli("apply", "--repo", str(repo.path), "-f", "json", env=env)
+    assert res.exit_code == 1 and "mass-delete guard (20%" in res.json()["failed"][0]["reason"]
+    bad = cli("validate", str(repo.path), env=env)
+    assert bad.exit_code == 0
