@@ -615,7 +615,17 @@ def _checked(doc: Mapping[str, Any], path: str, positions: Mapping[DocPath, Posi
                                 _meta_message(e))
                     for e in compact_meta.iter_errors(doc)]
         problems = problems or _pattern_problems(path, positions, _compact_patterns(doc))
-        return (None, problems) if problems else (compile_compact(doc), [])
+        if problems:
+            return None, problems
+        compiled = compile_compact(doc)
+        # a meta-valid compact leaf can still compile to an invalid JSON Schema (`min: -1` on
+        # a string is a negative minLength): report it at the leaf, in the compact file
+        verdict = _meta_verdict(compiled)
+        if verdict is not None:
+            where = tuple(p for p in verdict[0] if p != "properties")
+            return None, [_problem_at(path, positions, where, "schema",
+                                      f"invalid compact schema: {_short(verdict[1])}")]
+        return compiled, []
     problems = _pattern_problems(path, positions, _json_patterns(doc))
     problems = problems or _check_schema(doc, path, positions)
     return (None, problems) if problems else (dict(doc), [])
@@ -628,21 +638,28 @@ def _digest(doc: Any) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _check_schema(doc: Any, path: str,
-                  positions: Mapping[DocPath, Position]) -> list[Problem]:
-    """Meta-validation costs ~10 ms a schema (Draft 2020-12's `$dynamicRef`s), while building a
-    validator costs microseconds; services generated from one template share their schema's
-    content, so the verdict is remembered by content."""
+def _meta_verdict(doc: Any) -> tuple[tuple[Any, ...], str] | None:
+    """None when `doc` is a valid JSON Schema, else where and why not; remembered by content.
+    Formats are checked too (`format: regex` is how a meta-schema says a pattern must be a
+    regular expression)."""
     digest = _digest(doc)
     if digest not in _META_VERDICTS:
         cls = validator_for(doc, default=Draft202012Validator) if isinstance(doc, Mapping) \
             else Draft202012Validator
         try:
-            cls.check_schema(doc)
+            cls.check_schema(doc, format_checker=None)
             _META_VERDICTS[digest] = None
         except SchemaError as exc:
             _META_VERDICTS[digest] = (tuple(exc.absolute_path), exc.message)
-    verdict = _META_VERDICTS[digest]
+    return _META_VERDICTS[digest]
+
+
+def _check_schema(doc: Any, path: str,
+                  positions: Mapping[DocPath, Position]) -> list[Problem]:
+    """Meta-validation costs ~10 ms a schema (Draft 2020-12's `$dynamicRef`s), while building a
+    validator costs microseconds; services generated from one template share their schema's
+    content, so the verdict is remembered by content."""
+    verdict = _meta_verdict(doc)
     if verdict is None:
         return []
     where, message = verdict
