@@ -297,9 +297,17 @@ def _fast_json(text: str) -> Any:
     we refuse (duplicate keys, NaN) sends the file down the YAML path for a positioned report."""
     try:
         return json.loads(text, object_pairs_hook=_pairs_no_duplicates,
-                          parse_constant=_no_constants)
+                          parse_constant=_no_constants, parse_float=_finite_float)
     except (_NotPlainJSON, ValueError, RecursionError):
         raise _NotPlainJSON from None
+
+
+def _finite_float(text: str) -> float:
+    """`1e400` is JSON text but no JSON value once parsed (inf): take the positioned path."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _NotPlainJSON
+    return value
 
 
 def _load_doc(path: str, raw: bytes, item_positions: bool = False,
@@ -316,9 +324,14 @@ def _load_doc(path: str, raw: bytes, item_positions: bool = False,
     loaded = safeyaml.load(text, path, item_positions=item_positions)
     if loaded.problems and path.endswith(".json") and loaded.problems[0].code == "yaml-syntax":
         try:  # JSON that YAML 1.1 cannot read (tabs): fall back to the JSON parser
-            return json.loads(text), {}, []
+            return json.loads(text, parse_constant=_no_constants,
+                              parse_float=_finite_float), {}, []
         except json.JSONDecodeError as exc:
             return None, {}, [Problem(path, exc.lineno, exc.colno, "json-syntax", exc.msg)]
+        except (ValueError, RecursionError, _NotPlainJSON) as exc:  # huge numbers, NaN, depth
+            return None, {}, [Problem(path, 1, 1, "not-json",
+                                      "a number or nesting JSON cannot hold: "
+                                      f"{str(exc)[:80] or 'out of range'}")]
     return loaded.data, loaded.positions, loaded.problems
 
 
