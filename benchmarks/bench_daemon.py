@@ -65,6 +65,7 @@ def webhook(port: int) -> None:
     sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     req = urllib.request.Request(f"http://127.0.0.1:{port}/webhook/github", data=body,
                                  headers={"X-GitHub-Event": "push",
+                                          "Content-Type": "application/json",
                                           "X-Hub-Signature-256": sig}, method="POST")
     urllib.request.urlopen(req, timeout=5).read()
 

@@ -28,7 +28,7 @@ from .overrides import UNSET, held_edits, set_pull_request, values_with
 from .plan import canon
 from .reconcile import PullRequestFate
 from .records import Keys, OverrideRecord, PullRequestRef
-from .repo_format import load_values, merge_base, read_layout
+from .repo_format import load_values, merge_base, read_settings
 from .store import Store
 from .yamledit import UNSET as EDIT_UNSET
 from .yamledit import EditError, Unset, apply_edits
@@ -247,7 +247,8 @@ def github_repo(source: GitSource, settings: Mapping[str, Any]) -> str | None:
 
 
 def settings_at(source: GitSource, ref: str) -> dict[str, Any]:
-    return read_layout(source.tree(source.resolve(ref))).settings
+    """The repository settings at a commit: only `.gitconf.yaml` is read."""
+    return read_settings(source.tree(source.resolve(ref)))
 
 
 def base_branch(source: GitSource, settings: Mapping[str, Any], explicit: str | None = None,

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 from .model import DesiredUnit, Problem
@@ -32,14 +34,36 @@ def _load_chunk(tree: Tree, settings: dict[str, Any], services: list[ServiceFile
     return out, {name: s.compiled for name, s in compiled.items()}
 
 
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the parent: it stops them, so a terminal's Ctrl-C (sent to the
+    whole process group) prints one message, not one traceback per worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Interrupted (Ctrl-C) or abandoned by the caller: end the workers now instead of letting
+    them parse the rest of the repository, reap them, and wait for the pool's manager thread,
+    which fails the pending work and closes the pool's queues (releasing their semaphores)
+    when it sees the workers gone; that must not race the interpreter's exit. Pending futures
+    are not cancelled first: the manager would then fail to fail them (Python 3.11)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=2)
+    pool.shutdown(wait=False)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None:
+        manager.join(timeout=3)
+
+
 def iter_units_parallel(tree: Tree, layout: Layout, options: LoadOptions,
                         compiled_out: dict[str, Any], workers: int = 0, chunk: int = 40,
                         ) -> Iterator[tuple[DesiredUnit | None, list[Problem]]]:
     """`iter_units` spread over worker processes, yielded in order as chunks complete, so the
     caller plans and writes while the workers parse. Workers are spawned, not forked: the
     caller may hold grpc threads, which must not be forked."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     selected = [s for name, s in sorted(layout.services.items())
@@ -49,15 +73,10 @@ def iter_units_parallel(tree: Tree, layout: Layout, options: LoadOptions,
     workers = workers or max(1, min(4, (os.cpu_count() or 2) - 1))
     done = 0
     try:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_load_chunk, tree, layout.settings, part,
-                                   layout.shared_schemas, options) for part in chunks]
-            for fut in futures:
-                units, compiled = fut.result()
-                compiled_out.update(compiled)
-                done += 1
-                yield from units
+        for units, compiled in _in_workers(tree, layout, options, chunks, workers):
+            compiled_out.update(compiled)
+            done += 1
+            yield from units
     except (BrokenProcessPool, OSError, EOFError) as exc:
         # no worker processes here (a sandbox, an unimportable __main__): same work, in process
         log.warning("parallel loading unavailable (%s); loading in process", exc)
@@ -66,3 +85,28 @@ def iter_units_parallel(tree: Tree, layout: Layout, options: LoadOptions,
                                           options)
             compiled_out.update(compiled)
             yield from units
+
+
+def _in_workers(tree: Tree, layout: Layout, options: LoadOptions,
+                chunks: list[list[ServiceFiles]], workers: int,
+                ) -> Iterator[tuple[list[tuple[DesiredUnit | None, list[Problem]]],
+                                    dict[str, Any]]]:
+    """The chunks' results in order. However this generator ends (done, Ctrl-C while waiting,
+    closed by a caller that was interrupted), no worker process outlives it."""
+    import multiprocessing
+
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(
+        "spawn"), initializer=_ignore_sigint)
+    futures: list[Future[Any]] = []
+    finished = False
+    try:
+        futures = [pool.submit(_load_chunk, tree, layout.settings, part,
+                               layout.shared_schemas, options) for part in chunks]
+        for fut in futures:
+            yield fut.result()
+        finished = True
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:
+            _stop(pool)

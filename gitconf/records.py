@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Literal, TypeVar, cast, get_args
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, cast, get_args
 
 from .names import JSON, DeploySource, UnitId
 
@@ -102,10 +102,10 @@ def _plain(value: Any) -> Any:
 # -- deploys ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KeyChange(Record):
+class KeyChange(NamedTuple):
     """One key of a deploy record: `old`/`new` as recorded (masked, or summarised when large).
-    Added keys carry neither (their values are in Git at the deploy's commit)."""
+    Added keys carry neither (their values are in Git at the deploy's commit). A named tuple,
+    not a dataclass: a first deploy records one per key (100,000 and more)."""
 
     key: str
     old: JSON = None
@@ -113,6 +113,12 @@ class KeyChange(Record):
 
     def as_dict(self) -> dict[str, Any]:  # no format tag: it lives inside a DeployRecord
         return {"key": self.key, "old": self.old, "new": self.new}
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> KeyChange:
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("key"), str):
+            raise RecordError(f"KeyChange: not a key entry: {str(doc)[:80]}")
+        return cls(doc["key"], doc.get("old"), doc.get("new"))
 
 
 def _changes(items: Iterable[Any]) -> tuple[KeyChange, ...]:
@@ -160,6 +166,7 @@ class DeployRecord(Record):
         """Added keys by name, changed keys with old and new, deleted keys with old."""
         doc = super().as_dict()
         doc["added"] = [{"key": c.key} for c in self.added]
+        doc["changed"] = [{"key": c.key, "old": c.old, "new": c.new} for c in self.changed]
         doc["deleted"] = [{"key": c.key, "old": c.old} for c in self.deleted]
         return doc
 

@@ -236,6 +236,21 @@ def _place_env(layout: Layout, svc: ServiceFiles, path: str, env: str) -> None:
         svc.envs[env] = path
 
 
+def read_settings(tree: Tree) -> dict[str, Any]:
+    """`.gitconf.yaml` alone, without listing the tree (a commit: one `ls-tree` of that path):
+    what the follow-up pull requests need on every daemon cycle, at a cost independent of the
+    repository's size. Broken settings read as none (the pass reports them)."""
+    for name in SETTINGS_FILES:
+        try:
+            raw = dict(tree.read([name])).get(name)
+        except (KeyError, OSError):
+            continue
+        if raw is not None:
+            settings, problems = load_settings(name, raw)
+            return {} if problems else settings
+    return {}
+
+
 def load_settings(path: str, raw: bytes) -> tuple[dict[str, Any], list[Problem]]:
     doc, positions, problems = _load_doc(path, raw)
     if problems:

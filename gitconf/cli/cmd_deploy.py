@@ -2,82 +2,204 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .app import (
+    ETCD_ENV,
+    GITHUB_ENV,
+    REPO_ENV,
     ActorOpt,
     EnvOpt,
     EtcdOpt,
-    Format,
-    FormatOpt,
     PrefixOpt,
     RefOpt,
     RepoOpt,
+    ReportFormat,
+    ReportFormatOpt,
     ServiceOpt,
     ShowSecretsOpt,
     app,
     console,
     edge,
+    env_help,
     out_json,
+    shows_progress,
 )
-from .context import default_prefix, reconciler_for
+from .context import check_selection, reconciler_for, selection_scope
+
+if TYPE_CHECKING:
+    from ..model import UnitId, UnitPlan
+    from ..reconcile import Reconciler, Request, Result
 
 FullOpt = Annotated[bool, typer.Option("--full", help="Re-plan every unit, not only those "
                                                       "changed since the last apply.")]
+StatOpt = Annotated[bool, typer.Option("--stat", help="Per unit counts only (+added ~changed "
+                                                      "-deleted), no keys.")]
 
 
-@app.command()
+class Watch:
+    """Sees every unit a pass examines: moves the progress bar, notes the keys --no-prune
+    keeps (Git no longer has them), and for a dry run keeps the plans (a dry run that has an
+    observer keeps none itself)."""
+
+    def __init__(self, prune: bool, keep_plans: bool,
+                 on_unit: Callable[[], None] | None = None):
+        self.prune, self.keep_plans, self.on_unit = prune, keep_plans, on_unit
+        self.unpruned: dict[UnitId, list[str]] = {}
+        self.plans: list[UnitPlan] = []
+
+    def __call__(self, up: UnitPlan, drift: bool) -> None:
+        from ..plan import left_alone
+
+        if self.on_unit is not None:
+            self.on_unit()
+        if not self.prune and up.verdict in ("changes", "in-sync") and up.live.tracked:
+            wanted = up.desired.values if up.desired else {}
+            alone = left_alone(up.desired, up.live) | set(up.held)
+            keys = sorted(k for k in up.live.keys if k not in wanted and k not in alone)
+            if keys:
+                self.unpruned[up.unit] = keys
+        if self.keep_plans and up.writes:
+            self.plans.append(up)
+
+    def run(self, rec: Reconciler, req: Request) -> Result:
+        req.observe = self
+        result = rec.run(req)
+        if self.keep_plans:
+            result.plan.units = self.plans
+        return result
+
+
+class Progress:
+    """A determinate bar on stderr while apply runs (a terminal only): units planned out of the
+    units selected when that is known before the pass (a first deploy, --full), else a count;
+    keys written alongside."""
+
+    def __init__(self, total: int | None):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as Bar
+
+        self.bar = Bar(TextColumn("applying"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("units, {task.fields[keys]} keys written"),
+                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                       console=console(stderr=True), transient=True)
+        self.task = self.bar.add_task("apply", total=total, keys=0)
+        self.keys = 0
+
+    def unit(self) -> None:
+        task = self.bar.tasks[0]
+        if task.total is not None and task.completed >= task.total:
+            self.bar.update(self.task, total=task.completed + 1)  # a unit beyond the estimate
+        self.bar.advance(self.task, 1)
+
+    def written(self, n: int) -> None:
+        self.keys += n
+        self.bar.update(self.task, keys=self.keys)
+
+
+def _expected_units(rec: Reconciler, ref: str, full: bool, service: list[str] | None,
+                    env: list[str] | None) -> int | None:
+    """Units the pass will examine, when that is known beforehand: every selected unit on a
+    first deploy or with --full (an incremental pass decides inside the pass)."""
+    from ..selection import read_previous
+
+    if not full and read_previous(rec.store, rec.keys).record is not None:
+        return None
+    return len(selection_scope(rec, rec.source.resolve(ref), service, env)) or None
+
+
+@app.command(epilog=env_help(*ETCD_ENV, *REPO_ENV))
 @edge
 def diff(
     repo: RepoOpt = ".",
     ref: RefOpt = "HEAD",
     etcd: EtcdOpt = None,
-    prefix: PrefixOpt = default_prefix(),
+    prefix: PrefixOpt = "/config",
     service: ServiceOpt = None,
     env: EnvOpt = None,
     full: FullOpt = False,
-    no_prune: Annotated[bool, typer.Option("--no-prune", help="Do not show deletions.")] = False,
+    no_prune: Annotated[bool, typer.Option(
+        "--no-prune", help="Show no deletions; list the keys Git no longer has instead.")
+                        ] = False,
+    stat: StatOpt = False,
     exit_code: Annotated[bool, typer.Option("--exit-code",
                                             help="Exit 1 when there are differences.")] = False,
     show_secrets: ShowSecretsOpt = False,
-    format: FormatOpt = Format.text,
+    format: ReportFormatOpt = ReportFormat.text,
 ) -> None:
-    """Show what apply would change in etcd: keys added, changed and deleted per unit."""
-    from ..reconcile import Request
-    from .render import plan_json, render_plan
+    """Show what apply would change in etcd: keys added, changed and deleted per unit.
 
+    Secrets are shown as ***. The last line totals the differences. Nothing is
+    written.
+
+    Examples:
+      gitconf diff --repo .              every unit that differs, key by key
+      gitconf diff --stat                per unit counts only (a huge deploy)
+      gitconf diff -s payments -e prod --exit-code   exit 1 if it differs
+      gitconf diff -o markdown >> "$GITHUB_STEP_SUMMARY"
+    """
+    from ..reconcile import Request
+    from .render import (
+        Tally,
+        diff_summary,
+        plan_json,
+        plan_markdown,
+        render_plan,
+        render_unpruned,
+        unpruned_json,
+    )
+
+    watch = Watch(prune=not no_prune, keep_plans=True)
     with reconciler_for(repo, etcd, prefix, ref) as rec:
-        result = rec.run(Request(ref=ref, services=service, environments=env, full=full,
-                                 prune=not no_prune, dry_run=True))
-    if format is Format.json:
-        out_json(plan_json(result, show_secrets))
+        check_selection(rec, ref, service, env)
+        req = Request(ref=ref, services=service, environments=env, full=full,
+                      prune=not no_prune, dry_run=True)
+        result = watch.run(rec, req) if no_prune else rec.run(req)
+        scope = selection_scope(rec, result.commit.sha, service, env)
+    summary = diff_summary(result, Tally.of(result, scope, watch.unpruned))
+    if format is ReportFormat.json:
+        out_json({**plan_json(result, show_secrets, stat),
+                  **({"unpruned": unpruned_json(watch.unpruned)} if no_prune else {})})
+    elif format is ReportFormat.markdown:
+        print(plan_markdown("diff", result, show_secrets, stat, summary, watch.unpruned),
+              end="")
     else:
         con = console()
-        render_plan(con, result.plan, show_secrets)
-        n = sum(len(u.changes) for u in result.plan.units)
-        if n == 0 and result.ok:
-            con.print(f"no differences: etcd matches {result.commit.version}")
+        render_plan(con, result.plan, show_secrets, stat)
+        render_unpruned(con, watch.unpruned)
+        con.print(summary, markup=False)
     if not result.ok:
         raise typer.Exit(1)
     if exit_code and any(u.changes for u in result.plan.units):
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(epilog=env_help(*ETCD_ENV, *REPO_ENV, *GITHUB_ENV, "GITHUB_ACTOR"))
 @edge
 def apply(
     repo: RepoOpt = ".",
     ref: RefOpt = "HEAD",
     etcd: EtcdOpt = None,
-    prefix: PrefixOpt = default_prefix(),
+    prefix: PrefixOpt = "/config",
     service: ServiceOpt = None,
     env: EnvOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and show; write nothing.")
                        ] = False,
-    no_prune: Annotated[bool, typer.Option("--no-prune",
-                                           help="Keep keys that Git no longer has.")] = False,
+    no_prune: Annotated[bool, typer.Option(
+        "--no-prune", help="Keep keys that Git no longer has (they are listed).")] = False,
+    allow_mass_delete: Annotated[bool, typer.Option(
+        "--allow-mass-delete", help="Apply even when a unit would lose more than the "
+                                    "mass-delete guard allows (.gitconf.yaml mass_delete).")
+                                 ] = False,
     full: FullOpt = False,
     actor: ActorOpt = None,
     max_txn_ops: Annotated[int, typer.Option("--max-txn-ops", min=4,
@@ -86,53 +208,99 @@ def apply(
                                                    help="etcd's --max-request-bytes.")
                                  ] = 1_572_864,
     show_secrets: ShowSecretsOpt = False,
-    format: FormatOpt = Format.text,
+    format: ReportFormatOpt = ReportFormat.text,
 ) -> None:
     """Apply a commit to etcd: one versioned deploy per changed unit.
 
-    Writes are guarded against concurrent writers; invalid units are not applied (exit 1),
-    pinned units are skipped, keys Git no longer has are pruned (unless --no-prune)."""
+    Writes are guarded against concurrent writers; invalid units are not applied
+    (exit 1), pinned units are skipped, keys Git no longer has are pruned
+    (unless --no-prune). Only units changed since the last apply are looked at
+    (--full: all). The last line says what happened to every unit: applied,
+    pinned, held, failed.
+
+    Examples:
+      gitconf apply --repo .             apply HEAD
+      gitconf apply --ref v1.4.0 --dry-run   show what v1.4.0 would write
+      gitconf apply -s payments -e prod --actor "release bot"
+      gitconf apply -o markdown >> "$GITHUB_STEP_SUMMARY"
+    """
     from ..reconcile import Request
-    from .render import plan_json, render_apply, render_plan
-
-    con = console()
-    progress: Any = None
-    if format is Format.text and con.is_terminal and not dry_run:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        progress = Progress(TextColumn("writing"), BarColumn(), TextColumn("{task.completed} keys"),
-                            TimeElapsedColumn(), console=con, transient=True)
-    task = None
-
-    def advance(n: int) -> None:
-        if progress is not None and task is not None:
-            progress.advance(task, n)
 
     req = Request(ref=ref, services=service, environments=env, prune=not no_prune, full=full,
                   dry_run=dry_run, actor=actor, max_ops=max_txn_ops,
-                  max_bytes=max_request_bytes, progress=advance)
+                  max_bytes=max_request_bytes, allow_mass_delete=allow_mass_delete)
     with reconciler_for(repo, etcd, prefix, ref) as rec:
-        from ..followup import PullRequests, base_branch, settings_at
-
-        settings = settings_at(rec.source, ref)
-        prs = PullRequests(rec.source, rec.store, rec.keys, settings,
-                           base_branch(rec.source, settings))
-        req.pull_request_state = prs.state
-        if progress is not None:
-            with progress:
-                task = progress.add_task("apply", total=None)
-                result = rec.run(req)
-        else:
-            result = rec.run(req)
-        if not dry_run:
-            result.new_overrides = [f.record for f in prs.after(result)]
-    if format is Format.json:
-        doc = result.as_json() if not dry_run else {**result.as_json(),
-                                                    **plan_json(result, show_secrets)}
-        out_json(doc)
-    elif dry_run:
-        render_plan(con, result.plan, show_secrets)
-    else:
-        render_apply(con, result)
+        check_selection(rec, ref, service, env)
+        result, watch = _apply(rec, req, dry_run)
+        scope = selection_scope(rec, result.commit.sha, service, env)
+    _show_apply(result, watch, scope, format, show_secrets)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _apply(rec: Reconciler, req: Request, dry_run: bool) -> tuple[Result, Watch]:
+    """One pass, with the follow-up pull requests of drift kept as overrides, and a progress
+    bar for a person watching."""
+    from ..followup import PullRequests, base_branch, settings_at
+
+    settings = settings_at(rec.source, req.ref)
+    prs = PullRequests(rec.source, rec.store, rec.keys, settings,
+                       base_branch(rec.source, settings))
+    req.pull_request_state = prs.state
+    bar: Progress | None = None
+    if shows_progress() and not dry_run:
+        bar = Progress(_expected_units(rec, req.ref, req.full, _list(req.services),
+                                       _list(req.environments)))
+        req.progress = bar.written
+    watch = Watch(prune=req.prune, keep_plans=dry_run, on_unit=bar.unit if bar else None)
+    if bar is not None:
+        with bar.bar:
+            result = watch.run(rec, req)
+    elif dry_run and req.prune:
+        result = rec.run(req)  # nothing to watch
+    else:
+        result = watch.run(rec, req)
+    if not dry_run:
+        result.new_overrides = [f.record for f in prs.after(result)]
+    return result, watch
+
+
+def _list(values: Any) -> list[str] | None:
+    return list(values) if values is not None else None
+
+
+def _show_apply(result: Result, watch: Watch, scope: set[UnitId], format: ReportFormat,
+                show_secrets: bool) -> None:
+    from .render import (
+        Tally,
+        apply_markdown,
+        dry_run_summary,
+        plan_json,
+        plan_markdown,
+        render_apply,
+        render_plan,
+        render_unpruned,
+        unpruned_json,
+    )
+
+    tally = Tally.of(result, scope, watch.unpruned)
+    if format is ReportFormat.json:
+        doc = result.as_json()
+        if result.dry_run:
+            doc.update(plan_json(result, show_secrets))
+        if not watch.prune:
+            doc["unpruned"] = unpruned_json(watch.unpruned)
+        out_json(doc)
+    elif format is ReportFormat.markdown:
+        if result.dry_run:
+            print(plan_markdown("apply --dry-run", result, show_secrets, False,
+                                dry_run_summary(result, tally), watch.unpruned), end="")
+        else:
+            print(apply_markdown(result, tally, watch.unpruned), end="")
+    elif result.dry_run:
+        con = console()
+        render_plan(con, result.plan, show_secrets)
+        render_unpruned(con, watch.unpruned)
+        con.print(dry_run_summary(result, tally), markup=False)
+    else:
+        render_apply(console(), result, tally, watch.unpruned)

@@ -9,6 +9,9 @@ import typer
 
 from ..errors import CheckFailed, UsageError
 from .app import (
+    ETCD_ENV,
+    GITHUB_ENV,
+    REPO_ENV,
     ActorOpt,
     EtcdOpt,
     Format,
@@ -18,6 +21,8 @@ from .app import (
     app,
     console,
     edge,
+    env_help,
+    helptext,
     out_json,
 )
 from .context import default_prefix, reconciler_for
@@ -30,19 +35,20 @@ if TYPE_CHECKING:
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: shown in the record, the "
                                                           "history and the pull request.")]
 BaseOpt = Annotated[str | None, typer.Option(
-    "--base", help="Branch the follow-up pull request targets [default: .gitconf.yaml "
-                   "pull_requests.base, else the repository's current branch].")]
+    "--base", help=helptext("Branch the follow-up pull request targets [default: "
+                            ".gitconf.yaml pull_requests.base, else the repository's current "
+                            "branch]."))]
 
 overrides_app = typer.Typer(name="overrides", no_args_is_help=False,
-                            help="List open overrides, or cancel one.")
+                            epilog=env_help(*ETCD_ENV))  # help: the callback's docstring
 app.add_typer(overrides_app)
 
 
-@app.command()
+@app.command(epilog=env_help(*ETCD_ENV, *REPO_ENV, *GITHUB_ENV, "GITHUB_ACTOR"))
 @edge
 def override(
-    service: Annotated[str, typer.Argument()],
-    environment: Annotated[str, typer.Argument()],
+    service: Annotated[str, typer.Argument(help="The service, e.g. payments.")],
+    environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
     key: Annotated[str, typer.Argument(help="Flattened key, e.g. database.pool_size.")],
     value: Annotated[str | None, typer.Argument(
         help="One YAML flow value: 42, true, \"text\", [1, 2], {a: 1}.")] = None,
@@ -61,18 +67,22 @@ def override(
 ) -> None:
     """Change one key in etcd now, and open a pull request that makes Git agree.
 
-    The value must pass the unit's schema; it is written at once with source `override` and
-    held against apply and the daemon until the pull request merges (or Git gets the value
-    another way), the pull request is closed, `gitconf overrides cancel` runs, or --ttl
-    passes. A second override of the unit joins the same override and pull request.
+    The value must pass the unit's schema; it is written at once with source
+    `override` and held against apply and the daemon until the pull request
+    merges (or Git gets the value another way), the pull request is closed,
+    `gitconf overrides cancel` runs, or --ttl passes. A second override of the
+    unit joins the same override and pull request.
+
+    The pull request needs GITHUB_TOKEN (contents and pull requests: write) and
+    the GitHub repository (`github:` in .gitconf.yaml, else the remote URL);
+    without them the branch is pushed and gitconf prints the pull request to
+    open by hand.
 
     Examples:
-      gitconf override payments prod database.pool_size 80 --reason "INC-123: pool exhausted"
-      gitconf override payments prod feature_flags.new_checkout false --ttl 4h --reason "..."
+      gitconf override payments prod database.pool_size 80 --reason "INC-123"
+      gitconf override payments prod flags.checkout false --ttl 4h --reason "..."
       gitconf override payments prod legacy.endpoint --unset --reason "..."
-
-    GITHUB_TOKEN (contents, pull requests: write), GITHUB_API_URL (Enterprise:
-    https://HOST/api/v3); the repository is `github:` of .gitconf.yaml or the remote URL."""
+    """
     from ..actor import default_actor
     from ..overrides import UNSET, Actor, KeyEdit, expires, parse_ttl, parse_value
 
@@ -126,7 +136,9 @@ def _write(rec: Reconciler, service: str, environment: str, edit: Any, branch: s
                        live.record.secret_keys if live.record else ())
     if schema is not None:
         values = values_with(desired.values, [*held_edits(live), edit])
-        problems = validate_values(schema, values, desired.positions, files.envs[environment])
+        problems = [p for p in validate_values(schema, values, desired.positions,
+                                               files.envs[environment])
+                    if p.severity == "error"]  # `unknown_keys: warn` warns, it does not refuse
         if problems:
             shown = "; ".join(p.message for p in problems[:5])
             raise CheckFailed(f"the schema of {service} refuses the override: {shown}; "
@@ -142,20 +154,23 @@ def _follow_up(rec: Reconciler, record: OverrideRecord, branch: str, no_pr: bool
 
 
 def _show(record: OverrideRecord, follow: FollowUp, format: Format) -> None:
+    from rich.markup import escape
+
     if format is Format.json:
         out_json({**record.shown(), "follow_up": follow.as_json()})
         return
     con = console()
     for k in record.keys:
         shown = "(removed)" if k.unset else _text(k.new)
-        con.print(f"[green]✓[/] {record.service}/{record.environment} {k.key} = {shown} "
-                  f"[dim](was {_text(k.old)}; etcd revision {k.revision})[/]", markup=True)
+        con.print(f"[green]✓[/] {record.service}/{record.environment} {escape(k.key)} = "
+                  f"{escape(shown)} [dim](was {escape(_text(k.old))}; etcd revision "
+                  f"{k.revision})[/]")
     con.print(f"override {record.id} is live" + (f", until {record.expires_at}"
-                                                 if record.expires_at else ""))
+                                                 if record.expires_at else ""), markup=False)
     if follow.pull_request and follow.pull_request.url:
-        con.print(f"pull request: {follow.pull_request.url}")
+        con.print(f"pull request: {follow.pull_request.url}", markup=False)
     elif follow.note:
-        con.print(f"[yellow]![/] {follow.note}")
+        con.print(f"[yellow]![/] {escape(follow.note)}")
 
 
 def _text(value: Any) -> str:
@@ -175,10 +190,14 @@ def overrides(
 ) -> None:
     """Open overrides (with --all, closed ones too), with their keys and pull requests.
 
+    An override is a change made in etcd first (`gitconf override`, or drift kept under the
+    `pr` policy): it holds its keys against apply until its pull request merges.
+
     Examples:
       gitconf overrides
-      gitconf overrides --all -f json
-      gitconf overrides cancel payments prod --reason "fixed upstream\""""
+      gitconf overrides --all -o json
+      gitconf overrides cancel payments prod --reason "fixed upstream"
+    """
     if ctx.invoked_subcommand is not None:
         return
     _list(all_, etcd, prefix, format)
@@ -192,7 +211,13 @@ def overrides_list(
     prefix: PrefixOpt = default_prefix(),
     format: FormatOpt = Format.text,
 ) -> None:
-    """Open overrides (with --all, closed ones too)."""
+    """Open overrides (with --all, closed ones too).
+
+    Each with its keys (old and new values), who made it and why, and its pull request.
+
+    Examples:
+      gitconf overrides list --all -o json
+    """
     _list(all_, etcd, prefix, format)
 
 
@@ -213,18 +238,20 @@ def _list(all_: bool, etcd: str | None, prefix: str, format: Format) -> None:
         pr = r.pull_request.url if r.pull_request and r.pull_request.url else (
             r.pr_note or "no pull request yet")
         con.print(f"{r.id} {r.service}/{r.environment} [{r.state}] {r.source} by {r.by} at "
-                  f"{r.created_at}: {r.reason}")
+                  f"{r.created_at}: {r.reason}", markup=False)
         for k in r.keys:
             con.print(f"    {k.key}: {_text(k.old)} → "
-                      f"{'(removed)' if k.unset else _text(k.new)}")
-        con.print(f"    {pr}" + (f"; expires {r.expires_at}" if r.expires_at else ""))
+                      f"{'(removed)' if k.unset else _text(k.new)}", markup=False)
+        con.print(f"    {pr}" + (f"; expires {r.expires_at}" if r.expires_at else ""),
+                  markup=False)
 
 
-@overrides_app.command("cancel")
+@overrides_app.command("cancel", epilog=env_help(*ETCD_ENV, *REPO_ENV, *GITHUB_ENV,
+                                                 "GITHUB_ACTOR"))
 @edge
 def overrides_cancel(
-    service: Annotated[str, typer.Argument()],
-    environment: Annotated[str, typer.Argument()],
+    service: Annotated[str, typer.Argument(help="The service, e.g. payments.")],
+    environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
     reason: Annotated[str | None, typer.Option("--reason", help="Why it is cancelled.")] = None,
     repo: RepoOpt = ".",
     etcd: EtcdOpt = None,
@@ -232,7 +259,14 @@ def overrides_cancel(
     actor: ActorOpt = None,
     format: FormatOpt = Format.text,
 ) -> None:
-    """Return an override's keys to Git now (a deploy), close it and its pull request."""
+    """Return an override's keys to Git now (a deploy), close it and its pull request.
+
+    The keys get Git's values back at once; the pull request is closed when GITHUB_TOKEN
+    allows.
+
+    Examples:
+      gitconf overrides cancel payments prod --reason "fixed upstream"
+    """
     from ..followup import close_pull_request, github_repo, settings_at
     from ..livestate import read_unit
     from ..model import UnitId
@@ -259,6 +293,6 @@ def overrides_cancel(
         out_json({**closed[0].shown(), "deploys": [d.as_json() for d in result.deploys]})
     else:
         console().print(f"override {closed[0].id} closed; {unit} is back to Git "
-                        f"({len(result.deploys)} deploy(s))")
+                        f"({len(result.deploys)} deploy(s))", markup=False)
     if not result.ok:
         raise typer.Exit(1)

@@ -8,6 +8,8 @@ import typer
 
 from ..errors import CheckFailed, UsageError
 from .app import (
+    ETCD_ENV,
+    REPO_ENV,
     ActorOpt,
     EnvOpt,
     EtcdOpt,
@@ -20,10 +22,12 @@ from .app import (
     app,
     console,
     edge,
+    env_help,
+    helptext,
     is_terminal,
     out_json,
 )
-from .context import default_prefix, keys_for, reconciler_for, store_for
+from .context import keys_for, reconciler_for, store_for
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -36,13 +40,14 @@ HeadOpt = Annotated[str, typer.Option("--head", help="The branch head the pin is
                                                      "against (see docs/rollback.md).")]
 
 
-@app.command()
+@app.command(epilog=env_help(*ETCD_ENV, *REPO_ENV, "GITHUB_ACTOR"))
 @edge
 def rollback(
-    commit: Annotated[str | None, typer.Argument(help="The commit to restore.")] = None,
+    commit: Annotated[str | None, typer.Argument(
+        help="The commit to restore (any commit-ish: a SHA, a tag, main~2).")] = None,
     repo: RepoOpt = ".",
     etcd: EtcdOpt = None,
-    prefix: PrefixOpt = default_prefix(),
+    prefix: PrefixOpt = "/config",
     service: ServiceOpt = None,
     env: EnvOpt = None,
     to_previous: Annotated[tuple[str, str] | None, typer.Option(
@@ -55,15 +60,24 @@ def rollback(
                        ] = False,
     reason: ReasonOpt = None,
     actor: ActorOpt = None,
-    max_txn_ops: Annotated[int, typer.Option("--max-txn-ops", min=4)] = 128,
+    max_txn_ops: Annotated[int, typer.Option("--max-txn-ops", min=4,
+                                             help="etcd's --max-txn-ops.")] = 128,
     show_secrets: ShowSecretsOpt = False,
     format: FormatOpt = Format.text,
 ) -> None:
     """Restore units exactly to what COMMIT had, and pin them.
 
-    Values become COMMIT's and keys it did not have are deleted, as a deploy with source
-    `rollback`; the units are then pinned so apply and the daemon leave them alone. Without
-    --service/--env: every unit changed since COMMIT."""
+    Values become COMMIT's and keys it did not have are deleted, as a deploy
+    with source `rollback`; the units are then pinned so apply and the daemon
+    leave them alone, until `gitconf unpin` or a newer commit that changes them.
+    Without --service/--env: every unit changed since COMMIT. Asks for
+    confirmation unless --yes.
+
+    Examples:
+      gitconf rollback v1.3.0 -s payments -e prod -m "INC-42: checkout errors"
+      gitconf rollback --to-previous payments prod --yes   undo the last deploy
+      gitconf rollback main~3 --dry-run   what the units changed since would get
+    """
     from ..model import UnitId
     from ..rollback import previous_commit, resolve_units
     from ..rollback import rollback as do_rollback
@@ -92,57 +106,66 @@ def rollback(
         planned = do_rollback(rec, target, actor, reason, dry_run=True)
         if dry_run:
             if format is Format.json:
-                out_json(plan_json(planned, show_secrets))
+                out_json({**plan_json(planned, show_secrets), "dry_run": True})
             else:
                 render_plan(con, planned.plan, show_secrets)
-                _summary(con, target, planned)
+                _summary(con, target, planned, dry_run=True)
             return
         if not yes:
             if not is_terminal():
                 raise UsageError("rollback asks for confirmation: run it from a terminal, or "
                                  "pass --yes")
             render_plan(con, planned.plan, show_secrets)
-            _summary(con, target, planned)
+            _summary(con, target, planned, dry_run=False)
             if not typer.confirm("Roll back and pin these units?", default=False):
-                raise CheckFailed("rollback cancelled; nothing written")
+                con.print("rollback cancelled; nothing written")
+                return
         result = do_rollback(rec, target, actor, reason, max_ops=max_txn_ops)
     if format is Format.json:
         out_json(result.as_json())
     else:
-        render_apply(con, result)
-        con.print(f"pinned {len(target.units)} unit(s) to {target.commit[:12]}; "
-                  "`gitconf unpin SERVICE ENV` hands them back to apply")
+        pinned = [u for u in target.units if u not in {f for f, _ in result.failed}]
+        render_apply(con, result, notes=[
+            f"pinned {len(pinned)} unit(s) to {target.commit[:12]}; `gitconf unpin SERVICE "
+            "ENV` hands them back to apply"] if pinned else [])
     if not result.ok:
         raise typer.Exit(1)
 
 
-def _summary(con: Console, target: RollbackTarget, planned: Result) -> None:
+def _summary(con: Console, target: RollbackTarget, planned: Result, dry_run: bool) -> None:
     n = sum(1 for u in planned.plan.units if u.changes)
-    con.print(f"{len(target.units)} unit(s) back to {planned.commit.version}: {n} with changes")
     for unit in target.removed:
         con.print(f"[red]{unit} did not exist at {target.commit[:12]}: it will be removed "
                   "entirely[/]")
+    line = f"{len(target.units)} unit(s) back to {planned.commit.version}: {n} with changes"
+    con.print(f"dry run, nothing written: {line}" if dry_run else line, markup=False)
 
 
-@app.command()
+@app.command(epilog=env_help(*ETCD_ENV, *REPO_ENV, "GITHUB_ACTOR"))
 @edge
 def pin(
-    service: Annotated[str, typer.Argument()],
-    environment: Annotated[str, typer.Argument()],
+    service: Annotated[str, typer.Argument(help="The service, e.g. payments.")],
+    environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
     commit: Annotated[str | None, typer.Argument(
-        help="Commit to record [default: the one deployed now].")] = None,
+        help=helptext("Commit to record [default: the one deployed now].")
+    )] = None,
     reason: ReasonOpt = None,
     repo: RepoOpt = ".",
     etcd: EtcdOpt = None,
-    prefix: PrefixOpt = default_prefix(),
+    prefix: PrefixOpt = "/config",
     head: HeadOpt = "HEAD",
     actor: ActorOpt = None,
     format: FormatOpt = Format.text,
 ) -> None:
     """Freeze a unit without changing it.
 
-    Apply and the daemon skip it until `gitconf unpin`, or until a commit on top of today's
-    branch head changes its files."""
+    Apply and the daemon skip it until `gitconf unpin`, or until a commit on top
+    of today's branch head changes its files.
+
+    Examples:
+      gitconf pin payments prod -m "freeze for the launch"
+      gitconf pin payments prod v1.3.0 -m "hold at v1.3.0"
+    """
     from ..actor import default_actor
     from ..livestate import read_unit
     from ..model import UnitId
@@ -167,17 +190,23 @@ def pin(
         console().print(f"pinned {unit} to {sha[:12]}")
 
 
-@app.command()
+@app.command(epilog=env_help(*ETCD_ENV))
 @edge
 def unpin(
-    service: Annotated[str, typer.Argument()],
-    environment: Annotated[str, typer.Argument()],
+    service: Annotated[str, typer.Argument(help="The service, e.g. payments.")],
+    environment: Annotated[str, typer.Argument(help="The environment, e.g. prod.")],
     repo: RepoOpt = ".",
     etcd: EtcdOpt = None,
-    prefix: PrefixOpt = default_prefix(),
+    prefix: PrefixOpt = "/config",
     format: FormatOpt = Format.text,
 ) -> None:
-    """Hand a pinned unit back to apply and the daemon (the next apply converges it)."""
+    """Hand a pinned unit back to apply and the daemon (the next apply converges it).
+
+    A unit that is not pinned is left as it is (exit 0).
+
+    Examples:
+      gitconf unpin payments prod && gitconf apply -s payments -e prod
+    """
     from ..model import UnitId
     from ..pins import unpin as do_unpin
 
@@ -185,7 +214,11 @@ def unpin(
     with store_for(etcd) as store:
         old = do_unpin(store, keys_for(prefix), unit)
     if old is None:
-        raise CheckFailed(f"{unit} is not pinned")
+        if format is Format.json:
+            out_json({"service": service, "environment": environment, "unpinned": None})
+        else:
+            console().print(f"{unit} is not pinned: nothing to do")
+        return
     if format is Format.json:
         out_json({"service": service, "environment": environment, "unpinned": old.as_dict()})
     else:

@@ -17,16 +17,35 @@ if TYPE_CHECKING:
     from ..validation import ValidationReport
 
 
+NO_SERVICES = ("no services found: a config repository has files like "
+               "<service>/<environment>.yaml (e.g. payments/prod.yaml); is PATH its root?")
+
+
 @app.command()
 @edge
 def validate(
-    path: Annotated[Path, typer.Argument(help="Root of the config repository.")] = Path("."),
+    path: Annotated[Path, typer.Argument(help="Root of the config repository (a working "
+                                              "tree: files as they are, committed or not).")
+                    ] = Path("."),
     format: Annotated[ValidateFormat, typer.Option(
-        "--format", "-f",
-        help="text; json (stdout); github (workflow annotations on the offending lines)."),
+        "--format", "-o", "-f",
+        help="text; json (stdout); github (workflow annotations on the offending lines); "
+             "markdown (a GitHub job summary)."),
     ] = ValidateFormat.text,
 ) -> None:
-    """Check layout, names, YAML, keys, limits and schemas; exit 1 if anything is wrong."""
+    """Check layout, names, YAML, keys, limits and schemas; exit 1 if anything is wrong.
+
+    Every problem is reported at once, with its file, line and column; secret
+    values are never shown. A directory without any service is an error too.
+    Needs no etcd.
+
+    Examples:
+      gitconf validate                   the repository in this directory
+      gitconf validate config/ -o github   annotations in a GitHub Actions log
+      gitconf validate -o markdown >> "$GITHUB_STEP_SUMMARY"
+      gitconf validate -o json | jq '.problems[]'
+    """
+    from ..model import Problem
     from ..trees import FileTree
     from ..validation import validate_tree
 
@@ -34,14 +53,33 @@ def validate(
         raise UsageError(f"{path}: not a directory")
     tree = FileTree(path)
     report = validate_tree(tree)
+    if report.units == 0 and not report.errors:
+        report.problems.append(Problem("", 0, 0, "no-services", NO_SERVICES))
     if format is ValidateFormat.json:
         out_json(report.as_json())
     elif format is ValidateFormat.github:
         render_github(report, path)
+    elif format is ValidateFormat.markdown:
+        print(render_markdown(report), end="")
     else:
         render_text(report, tree)
     if not report.valid:
         raise typer.Exit(1)
+
+
+def render_markdown(report: ValidationReport) -> str:
+    from .render import md_problems, plural
+
+    summary = f"{report.files} files, {report.units} units, {report.keys} keys"
+    if report.valid and not report.problems:
+        return f"### gitconf validate\n\n✅ valid: {summary}\n"
+    errors = len(report.errors)
+    verdict = "❌ invalid" if not report.valid else "⚠️ valid, with warnings"
+    lines = ["### gitconf validate", "",
+             f"{verdict}: {plural(errors, 'error')}, "
+             f"{plural(len(report.problems) - errors, 'warning')} ({summary})", "",
+             *md_problems([p.as_json() for p in report.problems])]
+    return "\n".join(lines) + "\n"
 
 
 def render_text(report: ValidationReport, tree: Tree) -> None:
@@ -52,6 +90,8 @@ def render_text(report: ValidationReport, tree: Tree) -> None:
     by_file: dict[str, list[Problem]] = {}
     for p in report.problems:
         by_file.setdefault(p.file, []).append(p)
+    for problem in by_file.pop("", []):
+        con.print(f"[red]✗[/] {escape(problem.message)}")
     for file, problems in by_file.items():
         try:
             lines = next(iter(tree.read([file])))[1].decode("utf-8", "replace").splitlines()
@@ -75,8 +115,8 @@ def render_text(report: ValidationReport, tree: Tree) -> None:
         con.print(f"[green]✓[/] valid: {summary}")
     else:
         errors = len(report.errors)
-        con.print(f"[red]✗[/] {errors} problem{'s' * (errors != 1)} in {n_files} "
-                  f"file{'s' * (n_files != 1)} ({summary})")
+        where = f" in {n_files} file{'s' * (n_files != 1)}" if n_files else ""
+        con.print(f"[red]✗[/] {errors} problem{'s' * (errors != 1)}{where} ({summary})")
 
 
 def _mask_line(src: str) -> str:
@@ -100,12 +140,9 @@ def render_github(report: ValidationReport, root: Path) -> None:
     prefix = "" if prefix == "." else prefix + "/"
     for p in report.problems:
         level = "error" if p.severity == "error" else "warning"
-        props = ",".join([
-            f"file={_escape_property(prefix + p.file)}",
-            f"line={p.line}",
-            f"col={p.column}",
-            f"title={_escape_property('gitconf ' + p.code)}",
-        ])
+        where = [f"file={_escape_property(prefix + p.file)}", f"line={p.line}",
+                 f"col={p.column}"] if p.file else []
+        props = ",".join([*where, f"title={_escape_property('gitconf ' + p.code)}"])
         print(f"::{level} {props}::{_escape_data(p.message)}")
     state = "valid" if report.valid else f"{len(report.errors)} problem(s)"
     print(f"gitconf validate: {state} ({report.files} files, {report.keys} keys)")

@@ -1,9 +1,17 @@
-"""Rendering plans and deploy results as text (rich) and JSON. Secrets are masked here, once,
-for every format, unless the user asked for `--show-secrets`."""
+"""Rendering plans and deploy results as text (rich), JSON and markdown. Secrets are masked
+here, once, for every format, unless the user asked for `--show-secrets`.
+
+Every summary tells the whole truth of a pass: what was written (deletions counted as
+deletions), what was left alone and why (pinned, blocked, held by an override, drift left in
+place, keys kept by --no-prune), what failed (always the last line), and that a dry run wrote
+nothing.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
@@ -11,15 +19,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..masking import shown_change
-from ..model import JSON, Change, Plan, UnitId
+from ..model import JSON, Change, Plan, UnitId, UnitPlan
 from ..reconcile import Result
 
 MAX_SHOWN = 120
+MAX_TABLE = 200  # rows of a deploys table in text; more are counted, not listed
+Unpruned = Mapping[UnitId, Sequence[str]]  # keys Git no longer has, kept by --no-prune
 
 
 def show(value: JSON) -> str:
     text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "), default=str)
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
 def _nested(old: JSON, new: JSON) -> list[str]:
@@ -56,18 +70,117 @@ def render_change(con: Console, c: Change) -> None:
                 con.print(f"      [dim]{escape(line)}[/]")
 
 
-def render_plan(con: Console, plan: Plan, show_secrets: bool) -> None:
+# -- counting ---------------------------------------------------------------------------------
+
+@dataclass
+class Counts:
+    add: int = 0
+    change: int = 0
+    delete: int = 0
+
+    @classmethod
+    def of(cls, changes: Iterable[Change]) -> Counts:
+        out = cls()
+        for c in changes:
+            setattr(out, c.op, getattr(out, c.op) + 1)
+        return out
+
+    def __str__(self) -> str:
+        return f"+{self.add} ~{self.change} -{self.delete}"
+
+    def plus(self, other: Counts) -> Counts:
+        return Counts(self.add + other.add, self.change + other.change,
+                      self.delete + other.delete)
+
+
+def plan_totals(plan: Plan) -> tuple[int, Counts]:
+    """Units with changes, and the keys they add, change and delete."""
+    total, units = Counts(), 0
     for up in plan.units:
+        if up.changes:
+            units += 1
+            total = total.plus(Counts.of(up.changes))
+    return units, total
+
+
+def is_pin(reason: str) -> bool:
+    return reason.startswith("pinned")
+
+
+@dataclass
+class Tally:
+    """Every unit of the selection, by what the pass did with it (for the summary line)."""
+
+    scope: int | None = None  # units in the selection at the commit (None: not known)
+    pinned: set[UnitId] = field(default_factory=set)
+    blocked: set[UnitId] = field(default_factory=set)
+    failed: set[UnitId] = field(default_factory=set)
+    held: set[UnitId] = field(default_factory=set)
+    drift_left: set[UnitId] = field(default_factory=set)
+    adopted: set[UnitId] = field(default_factory=set)
+    unpruned: set[UnitId] = field(default_factory=set)
+    changing: set[UnitId] = field(default_factory=set)  # a dry run's units with changes
+
+    @classmethod
+    def of(cls, result: Result, scope: set[UnitId] | None, unpruned: Unpruned) -> Tally:
+        return cls(
+            None if scope is None else len(scope),
+            {u for u, r in result.plan.skipped if is_pin(r)},
+            {u for u, r in result.plan.skipped if not is_pin(r)},
+            {u for u, _ in result.plan.failed},
+            {u for u, _ in result.held},
+            # a dry run shows drift among the changes (marked), not as left alone
+            set() if result.dry_run else {up.unit for up in result.drifted},
+            {r.unit for r in result.new_overrides},
+            {u for u, keys in unpruned.items() if keys},
+            {up.unit for up in result.plan.units if up.changes})
+
+    def notes(self) -> list[str]:
+        """What was left alone, one phrase each, then how many units are in sync."""
+        parts = [(self.pinned, "pinned"), (self.blocked, "blocked (see above)"),
+                 (self.held, "held by an override"),
+                 (self.drift_left, "with drift left in place (drift policy)"),
+                 (self.adopted, "with drift kept as an override (pull request)"),
+                 (self.unpruned, "keeping keys Git no longer has (--no-prune)")]
+        out = [f"{plural(len(units), 'unit')} {what}" for units, what in parts if units]
+        if out and self.scope is not None:
+            others = set().union(*(u for u, _ in parts), self.failed, self.changing)
+            out.append(f"{max(0, self.scope - len(others))} in sync")
+        return out
+
+
+# -- text -------------------------------------------------------------------------------------
+
+def render_plan(con: Console, plan: Plan, show_secrets: bool, stat: bool = False) -> None:
+    """Each unit's changes (with --stat: its counts only), then the units left alone."""
+    if stat:
+        _render_stat(con, plan)
+    for up in plan.units if not stat else ():
         if not up.changes:
             if up.live.pending is not None:
                 con.print(f"[bold]{up.unit}[/]  [dim](finishes an interrupted deploy)[/]")
             continue
-        counts = _counts(up.changes)
-        drift = "  [magenta](drift: changed in etcd, not in Git)[/]" if up.drift else ""
-        con.print(f"[bold]{up.unit}[/]  [dim]{counts}[/]{drift}")
+        con.print(f"[bold]{up.unit}[/]  [dim]{Counts.of(up.changes)}[/]{_drift_note(up)}")
         for c in up.changes:
             render_change(con, shown_change(c, show_secrets))
     render_skipped_failed(con, plan)
+
+
+def _drift_note(up: UnitPlan) -> str:
+    return "  [magenta](drift: changed in etcd, not in Git)[/]" if up.drift else ""
+
+
+def _render_stat(con: Console, plan: Plan) -> None:
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for col in ("unit", "added", "changed", "deleted"):
+        table.add_column(col, justify="left" if col == "unit" else "right")
+    for up in plan.units:
+        if up.changes:
+            n = Counts.of(up.changes)
+            table.add_row(f"{up.unit}{_drift_note(up)}", str(n.add), str(n.change),
+                          str(n.delete))
+    if table.row_count:
+        con.print(table)
 
 
 def render_skipped_failed(con: Console, plan: Plan) -> None:
@@ -77,66 +190,251 @@ def render_skipped_failed(con: Console, plan: Plan) -> None:
         con.print(f"[red]✗ {unit}[/] not applied: {escape(reason)}")
 
 
-def _counts(changes: list[Change]) -> str:
-    a = sum(c.op == "add" for c in changes)
-    m = sum(c.op == "change" for c in changes)
-    d = sum(c.op == "delete" for c in changes)
-    return f"+{a} ~{m} -{d}"
+def render_unpruned(con: Console, unpruned: Unpruned) -> None:
+    for unit, keys in sorted(unpruned.items()):
+        if keys:
+            shown = ", ".join(keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10
+                                            else "")
+            con.print(f"[yellow]•[/] {unit}: kept {plural(len(keys), 'key')} Git no longer "
+                      f"has (--no-prune): {escape(shown)}")
 
+
+def diff_summary(result: Result, tally: Tally) -> str:
+    units, total = plan_totals(result.plan)
+    notes = tally.notes()
+    drift = sum(up.drift for up in result.plan.units if up.changes)
+    if units:
+        line = (f"{plural(units, 'unit')} {'differs' if units == 1 else 'differ'}: {total} keys"
+                + (f" ({drift} by drift: changed in etcd, not in Git)" if drift else ""))
+    else:
+        line = f"no differences: etcd matches {result.commit.version}"
+    line = "; ".join([line, *notes])
+    if tally.failed:
+        line += f"; {plural(len(tally.failed), 'unit')} would fail"
+    return line
+
+
+def dry_run_summary(result: Result, tally: Tally) -> str:
+    units, total = plan_totals(result.plan)
+    what = (f"{plural(units, 'unit')} would change: {total} keys" if units
+            else f"etcd matches {result.commit.version}")
+    parts = [f"dry run, nothing written: {what}", *tally.notes()]
+    if tally.failed:
+        parts.append(f"{plural(len(tally.failed), 'unit')} would fail")
+    return "; ".join(parts)
+
+
+def render_deploys(con: Console, result: Result) -> None:
+    deploys = sorted(result.deploys, key=lambda d: d.unit)
+    if not deploys:
+        return
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for col in ("unit", "deploy", "version", "added", "changed", "deleted"):
+        table.add_column(col, justify="left" if col in ("unit", "version") else "right")
+    for d in deploys[:MAX_TABLE]:
+        table.add_row(f"[green]✓[/] {d.unit}", f"#{d.deploy}", escape(d.version),
+                      str(len(d.added)), str(len(d.changed)), str(len(d.deleted)))
+    con.print(table)
+    if len(deploys) > MAX_TABLE:
+        con.print(f"[dim]… and {len(deploys) - MAX_TABLE} more units[/]")
+
+
+def render_notes(con: Console, result: Result) -> None:
+    """Held keys, foreign keys left alone, overrides closed and opened, repository problems."""
+    for unit, reason in result.held:
+        con.print(f"[magenta]⏸ {unit}[/] {escape(reason)}")
+    for unit, reason in result.kept:
+        con.print(f"[dim]• {unit} {escape(reason)}[/]")
+    for r in result.closed_overrides:
+        con.print(f"[green]✓[/] override {r.id} of {r.unit} closed as {r.state}: "
+                  f"{escape(r.closed_reason or '')}")
+    for r in result.new_overrides:
+        pr = r.pull_request.url if r.pull_request and r.pull_request.url else (
+            r.pr_note or "pull request pending")
+        con.print(f"[magenta]![/] drift in {r.unit} kept as override {r.id} "
+                  f"({', '.join(k.key for k in r.keys)}): {escape(pr)}")
+    for p in result.problems:
+        con.print(f"[red]✗[/] {escape(p.file)}:{p.line}:{p.column} {p.code}: {escape(p.message)}")
+    if result.conflicts:
+        con.print(f"[yellow]![/] {result.conflicts} concurrent write(s) detected; the units "
+                  "were re-planned from fresh state")
+
+
+def apply_summary(result: Result, tally: Tally | None) -> list[str]:
+    """The closing lines of apply and rollback; a failure is always the last one."""
+    deploys = result.deploys
+    lines = []
+    if deploys:
+        written = sum(len(d.added) + len(d.changed) for d in deploys)
+        deleted = sum(len(d.deleted) for d in deploys)
+        lines.append(f"applied {result.commit.version}: {plural(len(deploys), 'deploy')}, "
+                     f"{plural(written, 'key')} written"
+                     + (f", {plural(deleted, 'key')} deleted" if deleted else ""))
+    notes = tally.notes() if tally is not None else []
+    if notes:
+        lines.append(("" if deploys else "nothing applied: ") + ", ".join(notes))
+    elif not deploys and result.ok:
+        lines.append(f"nothing to do: etcd matches {result.commit.version}")
+    failed = len(result.plan.failed)
+    errors = sum(p.severity == "error" for p in result.problems)
+    if failed:
+        lines.append(f"{plural(failed, 'unit')} failed; "
+                     + ("others applied" if deploys else "nothing applied"))
+    elif errors:
+        lines.append(f"{plural(errors, 'problem')} in the repository (above); "
+                     + ("the units they do not touch were applied" if deploys
+                        else "nothing applied"))
+    return lines
+
+
+def render_apply(con: Console, result: Result, tally: Tally | None = None,
+                 unpruned: Unpruned | None = None, notes: Sequence[str] = ()) -> None:
+    render_deploys(con, result)
+    render_skipped_failed(con, result.plan)
+    render_notes(con, result)
+    render_unpruned(con, unpruned or {})
+    for line in notes:
+        con.print(escape(line))
+    for line in apply_summary(result, tally):
+        con.print(escape(line))
+
+
+# -- JSON -------------------------------------------------------------------------------------
 
 def _pairs(items: list[tuple[UnitId, str]]) -> list[dict[str, str]]:
     return [{"service": u.service, "environment": u.environment, "reason": r} for u, r in items]
 
 
-def plan_json(result: Result, show_secrets: bool) -> dict[str, Any]:
+def unpruned_json(unpruned: Unpruned) -> list[dict[str, Any]]:
+    return [{"service": u.service, "environment": u.environment, "keys": list(keys)}
+            for u, keys in sorted(unpruned.items()) if keys]
+
+
+def plan_json(result: Result, show_secrets: bool, stat: bool = False) -> dict[str, Any]:
     units = []
     for up in result.plan.units:
         if not up.changes:
             continue
-        units.append({
-            "service": up.unit.service, "environment": up.unit.environment,
-            **({"drift": True} if up.drift else {}),
-            "changes": [{"key": c.key, "op": c.op, "old": c.old, "new": c.new}
-                        for c in (shown_change(ch, show_secrets) for ch in up.changes)],
-        })
+        doc: dict[str, Any] = {"service": up.unit.service, "environment": up.unit.environment,
+                               **({"drift": True} if up.drift else {})}
+        if stat:  # --stat: per unit counts only
+            n = Counts.of(up.changes)
+            doc.update(added=n.add, changed=n.change, deleted=n.delete)
+        else:
+            doc["changes"] = [{"key": c.key, "op": c.op, "old": c.old, "new": c.new} for c in
+                              (shown_change(ch, show_secrets) for ch in up.changes)]
+        units.append(doc)
+    n_units, total = plan_totals(result.plan)
     return {"ref": result.ref, "commit": result.commit.sha, "version": result.commit.version,
-            "units": units, "skipped": _pairs(result.plan.skipped),
-            "failed": _pairs(result.plan.failed),
+            "units": units,
+            "totals": {"units": n_units, "added": total.add, "changed": total.change,
+                       "deleted": total.delete},
+            "skipped": _pairs(result.plan.skipped), "failed": _pairs(result.plan.failed),
             "problems": [p.as_json() for p in result.problems]}
 
 
-def render_apply(con: Console, result: Result) -> None:
+# -- markdown (a GitHub job summary: `--format markdown >> "$GITHUB_STEP_SUMMARY"`) -----------
+
+MD_ROWS = 100  # rows per table; more are counted, not listed
+MD_CELL = 80  # characters of a value in a cell
+
+
+def md_cell(value: Any, limit: int = MD_CELL) -> str:
+    """One table cell: JSON for values, no line breaks, pipes escaped, long text cut."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
+                                                           default=str)
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("|", "\\|").replace("`", "'").replace("<", "&lt;")
+
+
+def md_code(value: Any, limit: int = MD_CELL) -> str:
+    return f"`{md_cell(value, limit)}`"
+
+
+def md_table(header: list[str], rows: Iterable[list[str]], total: int = 0) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    if total > MD_ROWS:
+        out += ["", f"… and {total - MD_ROWS} more"]
+    return out
+
+
+def md_head(command: str, result: Result) -> list[str]:
+    version, sha = result.commit.version, result.commit.sha[:12]
+    where = f" at `{md_cell(version)}`" + (f" (`{sha}`)" if sha != version else "")
+    return [f"### gitconf {command}{where}", ""]
+
+
+def md_left_alone(result: Result, unpruned: Unpruned) -> list[str]:
+    """Failed and skipped units, held keys, drift kept as overrides, --no-prune leftovers and
+    repository problems: each a table, when there is any."""
+    out: list[str] = []
+    sections = [("❌ failed", result.plan.failed), ("⏸️ skipped", result.plan.skipped),
+                ("⏸️ held by an override", result.held)]
+    for title, items in sections:
+        if items:
+            out += ["", f"**{title}: {plural(len(items), 'unit')}**", "",
+                    *md_table(["unit", "reason"], ([md_code(str(u)), md_cell(r, 300)]
+                                                   for u, r in items[:MD_ROWS]), len(items))]
+    if result.new_overrides:
+        out += ["", f"**drift kept as overrides: {plural(len(result.new_overrides), 'unit')}**",
+                "", *md_table(["unit", "override", "keys", "pull request"], (
+                    [md_code(str(r.unit)), md_code(r.id), md_cell(", ".join(
+                        k.key for k in r.keys)), md_cell(r.pull_request.url if r.pull_request
+                                                         and r.pull_request.url else
+                                                         r.pr_note or "pending", 200)]
+                    for r in result.new_overrides[:MD_ROWS]), len(result.new_overrides))]
+    kept = [(u, k) for u, k in sorted(unpruned.items()) if k]
+    if kept:
+        out += ["", "**kept by --no-prune (keys Git no longer has)**", "",
+                *md_table(["unit", "keys"], ([md_code(str(u)), md_cell(", ".join(k), 300)]
+                                             for u, k in kept[:MD_ROWS]), len(kept))]
+    if result.problems:
+        out += ["", f"**{plural(len(result.problems), 'problem')} in the repository**", "",
+                *md_problems([p.as_json() for p in result.problems])]
+    return out
+
+
+def md_problems(problems: list[dict[str, Any]]) -> list[str]:
+    rows = ([md_code(f"{p['file']}:{p['line']}:{p['column']}"),
+             md_code(p["key"]) if p.get("key") else "", md_code(p["code"]),
+             md_cell(p["message"], 300)] for p in problems[:MD_ROWS])
+    return md_table(["where", "key", "code", "message"], rows, len(problems))
+
+
+def plan_markdown(command: str, result: Result, show_secrets: bool, stat: bool,
+                  summary: str, unpruned: Unpruned) -> str:
+    """The masked plan: a table of units with their counts, then each unit's keys (folded),
+    then what was left alone; `summary` is the text output's last line."""
+    units = [up for up in result.plan.units if up.changes]
+    out = md_head(command, result)
+    if units:
+        out += md_table(["unit", "added", "changed", "deleted"], (
+            [md_code(str(up.unit)) + (" (drift)" if up.drift else ""),
+             *(str(x) for x in vars(Counts.of(up.changes)).values())]
+            for up in units[:MD_ROWS]), len(units))
+    for up in units[:MD_ROWS] if not stat else ():
+        rows = ([md_code(c.key), c.op, md_code(c.old) if c.op != "add" else "",
+                 md_code(c.new) if c.op != "delete" else ""]
+                for c in (shown_change(ch, show_secrets) for ch in up.changes[:MD_ROWS]))
+        out += ["", f"<details><summary><code>{md_cell(str(up.unit))}</code>: "
+                    f"{Counts.of(up.changes)}</summary>", "",
+                *md_table(["key", "op", "old", "new"], rows, len(up.changes)), "", "</details>"]
+    out += md_left_alone(result, unpruned)
+    out += ["", f"**{md_cell(summary, 500)}**"]
+    return "\n".join(out) + "\n"
+
+
+def apply_markdown(result: Result, tally: Tally | None, unpruned: Unpruned) -> str:
     deploys = sorted(result.deploys, key=lambda d: d.unit)
+    out = md_head("apply", result)
     if deploys:
-        table = Table(box=None, pad_edge=False, show_edge=False)
-        for col in ("unit", "deploy", "version", "added", "changed", "deleted"):
-            table.add_column(col, justify="right" if col in ("deploy", "added", "changed",
-                                                               "deleted") else "left")
-        for d in deploys[:200]:
-            table.add_row(f"[green]✓[/] {d.unit}", f"#{d.deploy}", escape(d.version),
-                          str(len(d.added)), str(len(d.changed)), str(len(d.deleted)))
-        con.print(table)
-        if len(deploys) > 200:
-            con.print(f"[dim]… and {len(deploys) - 200} more units[/]")
-    render_skipped_failed(con, result.plan)
-    for unit, reason in result.held:
-        con.print(f"[magenta]⏸ {unit}[/] {escape(reason)}")
-    for r in result.closed_overrides:
-        con.print(f"[green]✓[/] override {r.id} of {r.unit} closed as {r.state}: "
-                  f"{escape(r.closed_reason or '')}")
-    for r in result.new_overrides:
-        pr = r.pull_request.url if r.pull_request and r.pull_request.url else "pull request "\
-            "pending"
-        con.print(f"[magenta]![/] drift in {r.unit} kept as override {r.id} "
-                  f"({', '.join(k.key for k in r.keys)}): {escape(pr)}")
-    for p in result.problems:
-        con.print(f"[red]✗[/] {escape(p.file)}:{p.line}:{p.column} {p.code}: {escape(p.message)}")
-    keys = sum(len(d.added) + len(d.changed) + len(d.deleted) for d in deploys)
-    if result.conflicts:
-        con.print(f"[yellow]![/] {result.conflicts} concurrent write(s) detected; the units "
-                  "were re-planned from fresh state")
-    if deploys:
-        con.print(f"applied {escape(result.commit.version)}: {len(deploys)} deploy"
-                  f"{'s' * (len(deploys) != 1)}, {keys} key{'s' * (keys != 1)} written")
-    elif result.ok:
-        con.print(f"nothing to do: etcd matches {escape(result.commit.version)}")
+        out += md_table(["unit", "deploy", "version", "added", "changed", "deleted"], (
+            [md_code(str(d.unit)), f"#{d.deploy}", md_code(d.version), str(len(d.added)),
+             str(len(d.changed)), str(len(d.deleted))] for d in deploys[:MD_ROWS]),
+            len(deploys))
+    out += md_left_alone(result, unpruned)
+    out += ["", *(f"**{md_cell(line, 500)}**" for line in apply_summary(result, tally))]
+    return "\n".join(out) + "\n"

@@ -29,9 +29,9 @@ from gitconf.records import (
 text = st.text(min_size=1, max_size=12)
 json_scalar = st.none() | st.booleans() | st.integers(-10**6, 10**6) | text
 # what a deploy records: added keys by name, changed keys with both values, deleted with old
-added = st.builds(KeyChange, text)
+added = st.builds(KeyChange, text, st.none(), st.none())
 changed = st.builds(KeyChange, text, json_scalar, json_scalar)
-deleted = st.builds(KeyChange, text, json_scalar)
+deleted = st.builds(KeyChange, text, json_scalar, st.none())
 deploy_record = st.builds(
     DeployRecord, st.integers(1, 10**6), text, text, text, text,
     st.sampled_from(["git", "rollback", "override"]), text, text,
