@@ -20,6 +20,18 @@ from .trees import Tree
 log = logging.getLogger("gitconf")
 
 
+def _share(tree: Tree, layout: Layout, services: list[ServiceFiles]) -> Tree:
+    """What a worker needs of the tree: a commit restricted to its services' files (read by
+    blob id, where `commit:path` would resolve every path through the root tree again:
+    superlinear at 10,000 services), plus the shared schemas."""
+    restricted = getattr(tree, "restricted", None)
+    if restricted is None:
+        return tree
+    paths = [p for svc in services for p in svc.all_files()] + list(layout.shared_schemas)
+    shared: Tree = restricted(paths)
+    return shared
+
+
 def _load_chunk(tree: Tree, settings: dict[str, Any], services: list[ServiceFiles],
                 shared: list[str], options: LoadOptions,
                 ) -> tuple[list[tuple[DesiredUnit | None, list[Problem]]], dict[str, Any]]:
@@ -100,7 +112,7 @@ def _in_workers(tree: Tree, layout: Layout, options: LoadOptions,
     futures: list[Future[Any]] = []
     finished = False
     try:
-        futures = [pool.submit(_load_chunk, tree, layout.settings, part,
+        futures = [pool.submit(_load_chunk, _share(tree, layout, part), layout.settings, part,
                                layout.shared_schemas, options) for part in chunks]
         for fut in futures:
             yield fut.result()
