@@ -6,7 +6,7 @@ collisions between a value and a group, secrets that cover a whole group, error 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 
 
 def parents(key: str) -> Iterator[str]:
@@ -28,3 +28,15 @@ def all_parents(keys: Iterable[str]) -> set[str]:
 def covered(key: str, groups: frozenset[str] | set[str]) -> bool:
     """`key` is one of `groups` or lies inside one of them."""
     return key in groups or any(p in groups for p in parents(key))
+
+
+def nearest_parent_in(key: str, groups: Collection[str]) -> str | None:
+    """The nearest group of `key` that is in `groups` (None: none is): `parents` without a
+    generator, for the loader's per-key check on large files."""
+    i = key.rfind(".")
+    while i > 0:
+        parent = key[:i]
+        if parent in groups:
+            return parent
+        i = key.rfind(".", 0, i)
+    return None

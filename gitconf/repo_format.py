@@ -19,7 +19,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
 
 from . import safeyaml
-from .keypath import all_parents, parents
+from .keypath import all_parents, nearest_parent_in, parents
 from .model import JSON, DesiredState, DesiredUnit, Position, Problem, UnitId
 from .records import dumps
 from .schema import SchemaSet, ServiceSchema, packaged_schema, validate_values
@@ -464,7 +464,7 @@ def _check_parents(out: Values, file: str) -> None:
     for key in [k for k in keys if "." in k]:
         if key not in keys:
             continue  # refused already, as the later of another pair
-        parent = next((p for p in parents(key) if p in keys), None)
+        parent = nearest_parent_in(key, keys)
         if parent is None:
             continue
         a, b = out.positions[parent], out.positions[key]

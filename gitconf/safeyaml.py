@@ -175,14 +175,10 @@ class _Builder:
         # an aliased node is one node object: its scalar is converted (and any problem with it
         # reported) once, and its position made once, however often aliases expand it
         self._scalars: dict[int, Any] = {}
-        self._where: dict[int, Position] = {}
         self._reported: set[tuple[int, str]] = set()
 
     def pos(self, node: Node) -> Position:
-        where = self._where.get(id(node))
-        if where is None:
-            where = self._where[id(node)] = _pos(self.file, node)
-        return where
+        return _pos(self.file, node)  # cheaper to compute than to cache (one per key)
 
     def problem(self, node: Node, code: str, message: str, path: Path = ()) -> None:
         if (id(node), code) in self._reported:
@@ -274,7 +270,7 @@ class _Builder:
 
     def scalar(self, node: ScalarNode, path: Path) -> Any:
         tag = node.tag
-        if _is_text(node):
+        if tag == STR or _is_text(node):  # the common case first: most values are text
             return node.value
         if tag == NULL:
             return None
@@ -298,21 +294,19 @@ class _Builder:
 
     def integer(self, node: ScalarNode, path: Path) -> Any:
         text = node.value
-        too_long = (f"integer {_shorten(text)!r} is too long to be a JSON number here "
-                    f"(more than {MAX_INT_DIGITS} digits)")
         if len(text) > _MAX_INT_TEXT:
-            self.problem(node, "not-json", too_long, path)
+            self.problem(node, "not-json", _too_long(text), path)
             return None
         try:
             value = self.loader.construct_yaml_int(node)
         except (ValueError, IndexError):
             if self.loader.resolve(ScalarNode, text, (True, False)) == INT:
                 # a well-formed literal that only Python's int/str digit limit refuses
-                self.problem(node, "not-json", too_long, path)
+                self.problem(node, "not-json", _too_long(text), path)
                 return None
             return self.bad_value(node, path)
         if not -_INT_BOUND < value < _INT_BOUND:
-            self.problem(node, "not-json", too_long, path)
+            self.problem(node, "not-json", _too_long(text), path)
             return None
         return value
 
@@ -342,6 +336,11 @@ def _written_nodes(root: Node) -> int:
 def _is_text(node: ScalarNode) -> bool:
     """A string scalar; a plain `=` (YAML 1.1's `!!value`) is the one-character string too."""
     return node.tag == STR or (node.tag == VALUE and node.value == "=")
+
+
+def _too_long(text: str) -> str:
+    return (f"integer {_shorten(text)!r} is too long to be a JSON number here (more than "
+            f"{MAX_INT_DIGITS} digits)")
 
 
 def _shorten(text: str, limit: int = 80) -> str:
