@@ -122,7 +122,7 @@ def test_validate_passes_args_and_runs_twice_for_the_summary(tmp_path: Path,
     assert res.returncode == 0, res.log
     assert fake_gitconf["calls"]() == [
         ["validate", "my config", "--format", "github", "--flag with space"],
-        ["validate", "my config", "--format", "json", "--flag with space"]]
+        ["validate", "my config", "--format", "markdown", "--flag with space"]]
 
 
 def test_pip_cache_key_step(tmp_path: Path) -> None:

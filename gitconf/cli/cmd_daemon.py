@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from .app import ActorOpt, EtcdOpt, PrefixOpt, app, edge
-from .context import default_prefix
+from .app import ETCD_ENV, GITHUB_ENV, REPO_ENV, ActorOpt, EtcdOpt, PrefixOpt, app, edge, env_help
+from .context import default_prefix, from_root
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -33,7 +33,7 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-@app.command()
+@app.command(epilog=env_help(*ETCD_ENV, *REPO_ENV, "GITCONF_WEBHOOK_SECRET", *GITHUB_ENV))
 @edge
 def daemon(
     repo: Annotated[str, typer.Option("--repo", "-r", envvar="GITCONF_REPO",
@@ -65,7 +65,12 @@ def daemon(
     repository, and writes to etcd by anyone else (drift). One leader among replicas; /healthz,
     /readyz, /metrics; SIGTERM stops cleanly. A configuration error (the listen address taken,
     no such repository or branch, etcd refusing the credentials) stops it at start with exit
-    status 2; etcd or a remote that cannot be reached yet is retried."""
+    status 2; etcd or a remote that cannot be reached yet is retried.
+
+    Examples:
+      gitconf daemon --repo https://github.com/acme/config --branch main --listen :8080
+      gitconf daemon --repo /srv/config --interval 1m --log-format json
+      GITCONF_WEBHOOK_SECRET=... gitconf --etcd 10.0.0.5:2379 daemon --repo ssh://git@host/config"""
     from ..daemon.core import DaemonConfig, run_daemon
     from ..daemon.http import parse_listen
 
@@ -73,7 +78,8 @@ def daemon(
         raise UsageError("--log-format is text or json")
     parse_listen(listen)  # a usage error before anything starts
     cfg = DaemonConfig(repo=repo, branch=branch, interval=parse_duration(interval),
-                       listen=listen, etcd=etcd, prefix=prefix, lease_ttl=lease_ttl,
+                       listen=listen, etcd=from_root("etcd", etcd),
+                       prefix=from_root("prefix", prefix), lease_ttl=lease_ttl,
                        actor=actor, worktree=worktree, max_ops=max_txn_ops,
                        webhook_secret=os.environ.get("GITCONF_WEBHOOK_SECRET") or None)
     raise typer.Exit(run_daemon(cfg, log_format))
