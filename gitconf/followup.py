@@ -298,14 +298,33 @@ class PullRequests:
     of an expired override."""
 
     def __init__(self, source: GitSource, store: Store, keys: Keys,
-                 settings: Mapping[str, Any], base_branch: str, min_interval: float = 0.0,
-                 client: Any = None):
+                 settings: Mapping[str, Any] | None = None, base_branch: str | None = None,
+                 min_interval: float = 0.0, client: Any = None, ref: str = "HEAD"):
         self.source, self.store, self.keys = source, store, keys
-        self.settings, self.base = settings, base_branch
+        self._settings, self._branch = settings, base_branch
         self.min_interval = min_interval
         self._client = client
+        self._ref = ref
         self._asked: dict[str, tuple[float, PullRequestFate | None]] = {}
         self.results: list[FollowUp] = []
+
+    def at(self, ref: str) -> PullRequests:
+        """Settings are those of `ref`, read only when a pull request needs them (a daemon
+        cycle with no override to follow reads nothing); what GitHub said is kept."""
+        if ref != self._ref:
+            self._ref, self._settings = ref, None
+        return self
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        if self._settings is None:
+            self._settings = settings_at(self.source, self._ref)
+        return self._settings
+
+    @property
+    def base(self) -> str:
+        """The branch pull requests target: the one given (the daemon's), else the settings'."""
+        return self._branch or base_branch(self.source, self.settings)
 
     @property
     def client(self) -> Any:

@@ -9,7 +9,7 @@ import logging
 import time
 from typing import Any
 
-from ..followup import PullRequests, base_branch, settings_at
+from ..followup import PullRequests
 from ..gitsource import GitSource
 from ..model import UnitId
 from ..overrides import is_expired, list_overrides
@@ -31,14 +31,13 @@ class OverrideUpkeep:
         self._next_check = 0.0
 
     def pull_requests(self, head: str) -> PullRequests:
-        """One GitHub side per branch head (settings can change with a commit)."""
-        if self._prs is None or head != self._head:
-            settings = settings_at(self.source, head)
-            self._prs = PullRequests(self.source, self.store, self.keys, settings,
-                                     base_branch(self.source, settings, self.branch),
-                                     min_interval=self.interval)
-            self._head = head
-        return self._prs
+        """One GitHub side for the daemon; settings follow the branch head, read only when a
+        pull request needs them."""
+        if self._prs is None:
+            self._prs = PullRequests(self.source, self.store, self.keys,
+                                     base_branch=self.branch, min_interval=self.interval,
+                                     ref=head)
+        return self._prs.at(head)
 
     def poke(self, number: int | None = None) -> None:
         """A `pull_request` webhook: look again at the next cycle, asking GitHub afresh."""
