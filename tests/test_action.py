@@ -378,6 +378,10 @@ def test_apply_sets_the_commit_status(tmp_path: Path, github: FakeGitHub,
     no_status = run_step(tmp_path, env=gh_env, command="apply", path=str(example_repo.path),
                          github_token="t0ken", status="false")
     assert no_status.returncode == 0 and len(github.statuses) == 1
+    # each deploy records who and which run deployed it
+    got = cli("get", "payments", "prod", "database.pool_size", "--format", "json", env=gh_env)
+    assert got.json()["metadata"]["deployed_by"] == \
+        "octocat (https://github.example/o/r/actions/runs/42)"
 
 
 def test_failed_apply_sets_a_failure_status(tmp_path: Path, github: FakeGitHub,
