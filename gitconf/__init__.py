@@ -1,3 +1,3 @@
 """gitconf: GitOps reconciliation of service configuration into etcd."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -284,3 +284,16 @@ def test_lint_ci_passes() -> None:
                          timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     assert len([line for line in res.stdout.splitlines() if line.endswith(": ok")]) == 5
+
+
+def test_the_version_is_the_changelogs() -> None:
+    """`gitconf --version`, the package metadata and the newest CHANGELOG entry agree."""
+    import tomllib
+
+    from gitconf import __version__
+
+    root = Path(__file__).resolve().parents[1]
+    newest = re.search(r"^## (\S+)", (root / "CHANGELOG.md").read_text(), re.M)
+    assert newest is not None and newest.group(1) == __version__
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["version"] == __version__
