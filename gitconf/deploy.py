@@ -37,7 +37,15 @@ from .records import (
     encode_envelope,
     envelope_from_json,
 )
-from .store import Store, TxnResult, TxnTooLarge, wire_delete, wire_put
+from .store import (
+    EtcdAuthFailed,
+    EtcdPermissionDenied,
+    Store,
+    TxnResult,
+    TxnTooLarge,
+    wire_delete,
+    wire_put,
+)
 
 DEFAULT_MAX_OPS = 128
 DEFAULT_MAX_BYTES = 1_572_864
@@ -366,6 +374,8 @@ class Deployer:
             with self._lock:
                 self._retry.extend(w.plan for w in batch)
             return
+        except (EtcdPermissionDenied, EtcdAuthFailed):
+            raise  # not this unit's fault: the whole command stops (exit 2), one line
         except EtcdError as exc:
             with self._lock:
                 self.failed.extend((w.unit, str(exc)) for w in batch)
@@ -393,6 +403,8 @@ class Deployer:
                     self.failed.append((w.unit, _too_large(exc)))
                 return
             ok, revision = False, 0
+        except (EtcdPermissionDenied, EtcdAuthFailed):
+            raise  # not this unit's fault: the whole command stops (exit 2), one line
         except EtcdError as exc:
             with self._lock:
                 self.failed.append((w.unit, str(exc)))

@@ -63,3 +63,11 @@ def example_repo(tmp_path: Path) -> GitRepo:
                 date="2025-01-15T10:30:00+00:00")
     repo.tag("v1.0.0")
     return repo
+
+
+# -- secret-leak scan over the whole suite (tests/leakscan.py) --------------------------------
+from tests.leakscan import leak_scan, leak_scan_session  # noqa: E402,F401  (autouse fixtures)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "leaks_ok: the secret-leak scan skips this test")

@@ -438,8 +438,10 @@ class Daemon:
             self.causes.add("etcd")
         trigger = self.causes.take("file" if self.source.url is None else "etcd")
         h = self.health
+        resync = self.watch.resync  # the watch restarted: writes may have been missed
         idle = (h.first_done and h.last_ok and head == h.last_head and not foreign
-                and not self.watch.broken and not (forced and self.cfg.worktree))
+                and not self.watch.broken and not resync
+                and not (forced and self.cfg.worktree))
         due = self.passes.upkeep().due(head) if h.first_done else set()
         if due:
             self.passes.run(head, "override", due)  # overrides that ended: their units, now
@@ -447,6 +449,8 @@ class Daemon:
             self.metrics.cycle("idle", time.perf_counter() - started)
             return
         self.passes.run(head, trigger)
+        if resync:
+            self.watch.resync = False
 
     # -- readiness ------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..gitsource import GitSource
 from ..records import Keys
-from ..store import Store
+from ..store import EtcdCompacted, Store
 
 log = logging.getLogger("gitconf.daemon")
 
@@ -67,6 +67,7 @@ class EtcdWatch:
         self.wakeup = wakeup
         self.on_trigger = on_trigger
         self.broken = True
+        self.resync = False  # the watch was interrupted: the next cycle is a full look
         self.watched_from = 0  # the next revision the watch will deliver
         self._id: Any = None
 
@@ -86,7 +87,13 @@ class EtcdWatch:
     def _callback(self, resp: Any) -> None:
         if isinstance(resp, Exception):
             log.warning("etcd watch interrupted: %s", resp)
+            if isinstance(resp, EtcdCompacted) or "compacted" in str(resp):
+                # what happened in between is gone from etcd's history: watch from now, and
+                # let the next cycle look at every unit (drift is still told by the unit
+                # records, not by the history)
+                self.watched_from = 0
             self.broken = True
+            self.resync = True
             self.wakeup.wake(force=True)
             return
         quiet = (self.keys.last_applied, self.keys.leader)
