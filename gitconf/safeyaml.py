@@ -89,6 +89,27 @@ def _too_deep(text: str, file: str) -> Problem | None:
     return None
 
 
+def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, file: str) -> Problem:
+    """libyaml's syntax error, said where the mistake is: an unclosed quote where it opened
+    (libyaml reports the end of the file), a tab in indentation as such."""
+    msg = " ".join(str(p) for p in (exc.context, exc.problem) if p) or str(exc)
+    mark = exc.problem_mark or exc.context_mark
+    if exc.context_mark is not None and "quoted scalar" in str(exc.context or ""):
+        mark = exc.context_mark
+        msg = "a quoted value opened here is never closed (" + msg + ")"
+    line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    if mark is not None and _char_at(text, mark.line, mark.column) == "\t":
+        msg = "a tab character: YAML indents with spaces only (" + msg + ")"
+    # libyaml >= 0.2.5 (PyYAML 6.0.4 wheels) stops runaway nesting itself, as a syntax error
+    code = "nesting-too-deep" if "maximum nesting depth" in msg else "yaml-syntax"
+    return Problem(file, line, col, code, msg)
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    lines = text.split("\n", line + 1)
+    return lines[line][column:column + 1] if line < len(lines) else ""
+
+
 def _libyaml_limits_nesting() -> bool:
     """libyaml 0.2.5+ (PyYAML 6.0.4 wheels) refuses flow and block nesting past 1000 levels by
     itself, which makes the pre-scan (a full extra parse of every large file) unnecessary."""
@@ -120,14 +141,7 @@ def load(text: str, file: str, item_positions: bool = False) -> LoadedYaml:
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = 1, 1
-        if mark is not None:
-            line, col = mark.line + 1, mark.column + 1
-        msg = " ".join(str(p) for p in (exc.context, exc.problem) if p) or str(exc)
-        # libyaml >= 0.2.5 (PyYAML 6.0.4 wheels) stops runaway nesting itself, as a syntax error
-        code = "nesting-too-deep" if "maximum nesting depth" in msg else "yaml-syntax"
-        return LoadedYaml(None, {}, [Problem(file, line, col, code, msg)])
+        return LoadedYaml(None, {}, [_syntax_problem(exc, text, file)])
     except yaml.reader.ReaderError as exc:  # a character YAML does not allow (control, U+FFFE)
         line, col = _offset_position(text, exc.position)
         char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)

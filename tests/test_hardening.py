@@ -135,3 +135,15 @@ def test_the_mass_delete_guard_is_set_in_settings(tmp_path: Path, env: dict,
     assert res.exit_code == 1 and "mass-delete guard (20%" in res.json()["failed"][0]["reason"]
     bad = cli("validate", str(repo.path), env=env)
     assert bad.exit_code == 0
+
+
+def test_unclosed_quote_and_tab_are_said_where_they_are(tmp_path: Path) -> None:
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "prod.yaml").write_text('a: 1\nb: "unclosed\nc: 2\n')
+    (tmp_path / "svc" / "dev.yaml").write_text("a:\n\tb: 1\n")
+    problems = {p["file"]: p for p in
+                cli("validate", str(tmp_path), "-f", "json").json()["problems"]}
+    quote, tab = problems["svc/prod.yaml"], problems["svc/dev.yaml"]
+    assert (quote["line"], quote["column"]) == (2, 4)  # where the quote opened
+    assert "never closed" in quote["message"]
+    assert (tab["line"], tab["column"]) == (2, 1) and "tab" in tab["message"]
