@@ -154,7 +154,7 @@ def test_positions_count_characters_not_bytes() -> None:
         ("a: [1, 2\nb: 3", "yaml-syntax", 2, 2, None),
         ("a:\n\tb: 1", "yaml-syntax", 2, 1, None),
         ("a: b\n--- \nc: d\n", "yaml-syntax", 2, 1, None),
-        ("a: 'x", "yaml-syntax", 1, 6, None),
+        ("a: 'x", "yaml-syntax", 1, 4, None),  # where the quote opened
         # characters YAML does not allow, where they stand (columns in characters)
         ("a: b\nc: \x07", "yaml-syntax", 2, 4, None),
         ("é: b\nc: \x00", "yaml-syntax", 2, 4, None),
