@@ -163,6 +163,20 @@ def _iter_refs(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[An
             yield from _iter_refs(v, path + (i,))
 
 
+def _bad_refs(base: str, doc: Any, path: str,
+              positions: Mapping[DocPath, Position]) -> list[Problem]:
+    """`$ref`s that are not URI references at all (`http://[::1`): a positioned problem, where
+    resolving them would raise."""
+    problems = []
+    for rpath, ref in _iter_refs(doc):
+        try:
+            urljoin(base, ref)
+        except ValueError as exc:
+            problems.append(_problem_at(path, positions, rpath, "schema-ref",
+                                        f"$ref {ref!r} is not a URI reference ({exc})"))
+    return problems
+
+
 # ---------------------------------------------------------------------------------------------
 # patterns: where a schema writes them, and whether RE2 can evaluate them
 
@@ -533,7 +547,13 @@ class SchemaSet:
         the same thing, so the validators (and secrets) are built once for them."""
         if not isinstance(doc, Mapping):
             return None, [Problem(path, 1, 1, "schema", "a schema must be a mapping")]
+        if "$schema" in doc and not isinstance(doc["$schema"], str):
+            return None, [_problem_at(path, positions, ("$schema",), "schema",
+                                      "$schema must be the URI of a JSON Schema dialect")]
         base = repo_uri(path)
+        bad = _bad_refs(base, doc, path, positions)
+        if bad:
+            return None, bad
         key = (_digest(doc), tuple(sorted(urljoin(base, ref) for _, ref in _iter_refs(doc))))
         shared = self._compiled.get(key)
         if shared is not None:
