@@ -136,9 +136,14 @@ def write_override(store: Store, keys: Keys, unit: UnitId, edits: list[KeyEdit],
                                               actor, write_values)
         res = store.txn(compares, ops)
         if res.succeeded:
-            return replace(record, revision=res.revision, keys=tuple(
+            # the revision of a write is known only once it is made: recorded right after
+            # (the override key alone; the data keys and the unit record are not touched)
+            written = replace(record, revision=res.revision, keys=tuple(
                 replace(k, revision=res.revision) if k.revision == 0 else k
                 for k in record.keys))
+            stored = update_record(store, keys, unit, record.id,
+                                   {"revision": written.revision, "keys": written.keys})
+            return stored or written
     raise CheckFailed(f"{unit}: concurrent writes kept changing the unit; nothing was written "
                       f"after {_ATTEMPTS} attempts")
 
@@ -234,7 +239,7 @@ def _merged_record(open_: OverrideRecord | None, unit: UnitId, edits: list[KeyEd
 
 
 def update_record(store: Store, keys: Keys, unit: UnitId, override_id: str,
-                  **changes: Any) -> OverrideRecord | None:
+                  changes: Mapping[str, Any]) -> OverrideRecord | None:
     """Change fields of the unit's open override (its pull request, say), guarded; None when
     that override is no longer open."""
     for _ in range(_ATTEMPTS):
@@ -258,8 +263,8 @@ def update_record(store: Store, keys: Keys, unit: UnitId, override_id: str,
 def set_pull_request(store: Store, keys: Keys, record: OverrideRecord,
                      pr: PullRequestRef | None, pending: bool, note: str | None,
                      ) -> OverrideRecord | None:
-    return update_record(store, keys, record.unit, record.id, pull_request=pr,
-                         pr_pending=pending, pr_note=note)
+    return update_record(store, keys, record.unit, record.id,
+                         {"pull_request": pr, "pr_pending": pending, "pr_note": note})
 
 
 def close_override(store: Store, keys: Keys, record: OverrideRecord, revision: int,

@@ -88,6 +88,10 @@ def test_on_call_story_override_pr_merge_and_provenance(setup: Setup, store: Etc
     env = envelope(store, keys, "database.pool_size")
     assert env["value"] == 80 and env["metadata"]["source"] == "override"
     assert env["metadata"]["deployed_by"] == "oncall@example.com"
+    from gitconf.records import OverrideRecord  # the record names the revision of the write
+    written = store.get(keys.data_key(UNIT, "database.pool_size")).mod_revision
+    record = OverrideRecord.from_json(store.get(keys.override(UNIT)).value)
+    assert [k.revision for k in record.keys] == [written] and written > 0
     # one minimal commit on the branch: only the overridden line changes, comment kept
     diff = git(setup.remote, "diff", "main", BRANCH)
     changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")]

@@ -114,7 +114,7 @@ def test_an_expired_override_returns_to_git_and_its_pull_request_is_closed(
     assert res.exit_code == 0, res.stderr
     record = open_override(store, keys)
     assert record is not None
-    update_record(store, keys, UNIT, record.id, expires_at="2000-01-01T00:00:00Z")
+    update_record(store, keys, UNIT, record.id, {"expires_at": "2000-01-01T00:00:00Z"})
     d = DaemonProc(tmp_path, str(work), denv, "--interval", "10m").start()
     try:
         wait_until(lambda: value(store, keys, "log_level") == "info", timeout=20)

@@ -127,7 +127,7 @@ def _drift(tour: Tour, repo: Path, endpoint: str) -> None:
 def _override(tour: Tour, repo: Path) -> None:
     r = str(repo)
     tour.step("18. an emergency change, live at once, with a pull request that makes Git agree",
-              "override", "payments", "prod", "database.pool_size", "60", "--repo", r,
+              "override", "payments", "prod", "database.pool_size", "120", "--repo", r,
               "--actor", "on-call", "--reason", "INC-8: more connections for the sale")
     tour.say("no GITHUB_TOKEN here: the branch is pushed to the repository and gitconf says "
              "which pull request to open")
