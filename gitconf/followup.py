@@ -23,7 +23,7 @@ from .errors import GitconfError
 from .gitpush import Scratch, default_remote, push_with_rebuild
 from .gitsource import GitSource
 from .livestate import read_unit
-from .model import JSON, UnitId
+from .model import JSON
 from .overrides import UNSET, held_edits, set_pull_request, values_with
 from .plan import canon
 from .reconcile import PullRequestFate
@@ -287,9 +287,6 @@ def close_pull_request(client: Any, record: OverrideRecord) -> None:
                     exc)
 
 
-def units_of(records: list[OverrideRecord]) -> list[UnitId]:
-    return [r.unit for r in records]
-
 
 class PullRequests:
     """The GitHub side of overrides for one command or one daemon: the fate of each open
@@ -306,7 +303,6 @@ class PullRequests:
         self._client = client
         self._ref = ref
         self._asked: dict[str, tuple[float, PullRequestFate | None]] = {}
-        self.results: list[FollowUp] = []
 
     def at(self, ref: str) -> PullRequests:
         """Settings are those of `ref`, read only when a pull request needs them (a daemon
@@ -347,9 +343,13 @@ class PullRequests:
         self._asked[record.id] = (now, fate)
         return fate
 
-    def forget(self, override_id: str) -> None:
-        """A webhook said the pull request changed: ask again at the next pass."""
-        self._asked.pop(override_id, None)
+    def forget(self, override_id: str | None = None) -> None:
+        """A webhook said a pull request changed: ask GitHub again at the next pass (about
+        that override, or with None about every one)."""
+        if override_id is None:
+            self._asked.clear()
+        else:
+            self._asked.pop(override_id, None)
 
     def after(self, result: Any) -> list[FollowUp]:
         """Follow up what a reconcile pass did to overrides."""
@@ -361,7 +361,6 @@ class PullRequests:
             self._asked.pop(record.id, None)
             if record.state == "expired":
                 close_pull_request(self.client, record)
-        self.results.extend(done)
         return done
 
     def retry_pending(self, records: list[OverrideRecord]) -> list[FollowUp]:

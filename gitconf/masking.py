@@ -212,5 +212,3 @@ def shown_change(change: Change, show_secrets: bool = False) -> Change:
     """A planned change whose `secret` flag was set by plan(): masked unless asked not to."""
     return Masker(show=show_secrets).change(change)
 
-
-NO_SECRETS = Masker()

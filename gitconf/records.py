@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, cast, get_args
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, cast
 
 from .names import JSON, DeploySource, UnitId
 
@@ -526,6 +526,3 @@ def decode_envelope(raw: bytes) -> dict[str, Any] | None:
     if isinstance(doc, dict) and "value" in doc and isinstance(doc.get("metadata"), dict):
         return doc
     return None
-
-
-SOURCES: tuple[str, ...] = get_args(DeploySource)

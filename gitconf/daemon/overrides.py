@@ -43,7 +43,7 @@ class OverrideUpkeep:
         """A `pull_request` webhook: look again at the next cycle, asking GitHub afresh."""
         self._next_check = 0.0
         if self._prs is not None:
-            self._prs._asked.clear()
+            self._prs.forget()
 
     def due(self, head: str) -> set[UnitId]:
         """Units whose open override has ended (TTL passed, pull request merged or closed),
