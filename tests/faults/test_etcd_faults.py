@@ -253,12 +253,18 @@ def test_nospace_alarm_fails_cleanly_and_a_rerun_converges_after_disarm(tmp_path
         # test below)
         assert cli("status", "--repo", str(repo.path), env=env).exit_code in (0, 1)
         assert cli("history", "s1", "prod", env=env).exit_code == 0
-        # the operator frees space and disarms: the next run converges
-        etcdctl(server.endpoint, "compact", "--physical", str(store.revision()))
-        etcdctl(server.endpoint, "defrag")
-        etcdctl(server.endpoint, "alarm", "disarm")
-        assert db_size(server) < QUOTA - 1024 * 1024
-        again = cli("apply", "--repo", str(repo.path), "-f", "json", env=env)
+        # the operator frees space and disarms: the next run converges. The deploys still to
+        # finish may fill the freed room again (their old revisions stay until the next
+        # compaction), so the operator may have to do it twice: each round makes progress
+        for _ in range(3):
+            etcdctl(server.endpoint, "compact", "--physical", str(store.revision()))
+            etcdctl(server.endpoint, "defrag")
+            etcdctl(server.endpoint, "alarm", "disarm")
+            assert db_size(server) < QUOTA - 1024 * 1024
+            again = cli("apply", "--repo", str(repo.path), "-f", "json", env=env)
+            if again.exit_code == 0:
+                break
+            assert_one_line_error(again, contains="out of space")
         assert again.exit_code == 0, again.stderr
         for u, unit in enumerate(units):
             st = unit_state(store, keys, unit)
