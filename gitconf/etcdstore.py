@@ -410,6 +410,15 @@ class _Connection:
                 pass
         time.sleep(min(0.1 * (attempt + 1), 0.5))
 
+    def _fail_member(self, member: Any) -> None:
+        """Mark `member` failed (once: several transactions in flight on it fail together),
+        so the client's next request goes to another member."""
+        if member is None or member.is_failed():
+            return
+        member.fail()
+        if self._client.endpoint_in_use is member:
+            self._client._clear_old_stubs()
+
     def _kw(self, timeout: float | None = None) -> dict[str, Any]:
         c = self._client
         return {"timeout": timeout or self.config.timeout, "credentials": c.call_credentials,
@@ -540,13 +549,18 @@ class _Writes(_Connection):
         resends it, once failed over, if the member went away; resending is safe because every
         write of ours is guarded by compares)."""
         req = wire_txn(compares, ops)
+        client = self._client
         try:
-            return PendingTxn((self._raw_txn(self._client).future(req, **self._kw()), req))
+            method = self._raw_txn(client)  # picks the member: note which one it is
+            return PendingTxn((method.future(req, **self._kw()), req, client.endpoint_in_use))
         except _ClientError:
-            return PendingTxn((None, req))
+            return PendingTxn((None, req, None))
 
     def txn_finish(self, started: PendingTxn) -> TxnResult:
-        fut, req = cast("tuple[Any, bytes]", started)
+        """Collect a transaction; if its member failed (gone, or frozen past the request
+        timeout), mark that member failed before resending, so the resend goes to another one
+        instead of waiting a second timeout on the same member."""
+        fut, req, member = cast("tuple[Any, bytes, Any]", started)
         if fut is not None:
             try:
                 resp = fut.result()
@@ -556,6 +570,7 @@ class _Writes(_Connection):
                 if rule is None or rule.retry != _FAILOVER:
                     with map_etcd_errors("txn", lambda: _wire_subject(req), self._where()):
                         raise
+                self._fail_member(member)
         resp = self._call(lambda c: self._raw_txn(c)(req, **self._kw()), "txn",
                           lambda: _wire_subject(req))
         return TxnResult(resp.succeeded, resp.header.revision, list(resp.responses))

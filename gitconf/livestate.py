@@ -2,7 +2,10 @@
 record, pending deploy and pin.
 
 A few units are read with range requests packed into one transaction (one round trip, one
-revision); many units with one paginated snapshot of the whole prefix.
+revision); many units with one paginated snapshot of the whole prefix. While etcd's NOSPACE alarm
+is raised it refuses every transaction, read-only ones included, but still serves plain ranges:
+the few units are then read range by range, all at the revision of the first, so `get` and
+`diff` keep working when on-call needs them most.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from .records import (
     UnitRecordKind,
     decode_envelope,
 )
-from .store import KV, Store
+from .store import KV, EtcdNoSpace, Store, prefix_end
 
 SCAN_THRESHOLD = 48  # above this many units, one snapshot of the prefix is cheaper
 _RECORD_KINDS: tuple[UnitRecordKind, ...] = ("units", "pending", "pins", "overrides")
@@ -118,20 +121,45 @@ def _read_by_txn(store: Store, keys: Keys, units: Iterable[UnitId],
         for unit in chunk:
             ops.append(store.op_range_prefix(keys.unit_prefix(unit)))
             ops += [store.op_get(keys.unit_kind(kind, unit)) for kind in _RECORD_KINDS]
-        res = store.txn([], ops)
+        try:
+            res = store.txn([], ops)
+        except EtcdNoSpace:
+            return _read_by_ranges(store, keys, todo, keep_envelopes)
         revision = max(revision, res.revision)
         ranges = res.ranges()
         for j, unit in enumerate(chunk):
-            lu = out[unit] = LiveUnit(unit, {}, read_revision=res.revision)
             data, *records = ranges[j * _PER_UNIT_OPS:(j + 1) * _PER_UNIT_OPS]
-            for kv in data:
-                parsed = keys.parse_data_key(kv.key)
-                if parsed is not None:
-                    lu.keys[parsed[1]] = live_key(kv, keep_envelopes)
-            for kind, kvs in zip(_RECORD_KINDS, records, strict=True):
-                for kv in kvs:
-                    _apply_record(lu, kind, kv)
+            out[unit] = _unit_of(keys, unit, data, records, res.revision, keep_envelopes)
     return LiveState(out, revision)
+
+
+def _read_by_ranges(store: Store, keys: Keys, units: list[UnitId],
+                    keep_envelopes: bool) -> LiveState:
+    """The same reads as `_read_by_txn`, one range request each, every one at the revision
+    of the first (one consistent view, as the transaction gives)."""
+    out: dict[UnitId, LiveUnit] = {}
+    revision = 0
+    for unit in units:
+        first = store.range(keys.unit_prefix(unit), prefix_end(keys.unit_prefix(unit)),
+                            revision=revision)
+        revision = revision or first.revision
+        records = [store.range(keys.unit_kind(kind, unit), revision=revision).kvs
+                   for kind in _RECORD_KINDS]
+        out[unit] = _unit_of(keys, unit, first.kvs, records, revision, keep_envelopes)
+    return LiveState(out, revision)
+
+
+def _unit_of(keys: Keys, unit: UnitId, data: list[KV], records: list[list[KV]], revision: int,
+             keep_envelopes: bool) -> LiveUnit:
+    lu = LiveUnit(unit, {}, read_revision=revision)
+    for kv in data:
+        parsed = keys.parse_data_key(kv.key)
+        if parsed is not None:
+            lu.keys[parsed[1]] = live_key(kv, keep_envelopes)
+    for kind, kvs in zip(_RECORD_KINDS, records, strict=True):
+        for kv in kvs:
+            _apply_record(lu, kind, kv)
+    return lu
 
 
 def read_unit(store: Store, keys: Keys, unit: UnitId,
