@@ -59,6 +59,29 @@ def one_key_cost(repo: Path, endpoint: str, prefix: str, rounds: int = 5) -> tup
     return sorted(times)[len(times) // 2], noop
 
 
+RSS = ("import resource, subprocess, sys, time; t = time.perf_counter();"
+       " r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE);"
+       " assert r.returncode in (0, 1), r.stderr[-800:];"
+       " print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def whole_repo_costs(repo: Path, endpoint: str, prefix: str) -> dict[str, tuple[float, float]]:
+    """Wall time and peak RSS (MB, the largest process) of the commands that read the whole
+    repository and the whole prefix, on an applied etcd: `status`, `diff --full` and a no-op
+    `apply --full`."""
+    env = {**os.environ, "GITCONF_ETCD_ENDPOINTS": endpoint, "GITCONF_PREFIX": prefix}
+    out = {}
+    for name, args in (("status", ["status", "-f", "json"]),
+                       ("diff --full", ["diff", "--full", "-f", "json"]),
+                       ("diff --full (text)", ["diff", "--full"]),
+                       ("apply --full", ["apply", "--full"])):
+        res = subprocess.run([sys.executable, "-c", RSS, str(BIN / "gitconf"), *args, "--repo",
+                              str(repo)], env=env, capture_output=True, text=True, check=True)
+        wall, rss = res.stdout.split()
+        out[name] = float(wall), int(rss) / 1024
+    return out
+
+
 def foreign_writes(endpoint: str, prefix: str, n: int) -> float:
     """Another application's traffic: `n` puts under a prefix gitconf does not own, in
     batched transactions (the shared-etcd mode)."""
@@ -127,6 +150,7 @@ def main() -> None:
         ep = etcd.endpoint
         one_big, noop_big = one_key_cost(big, ep, "/config")
         one_small, noop_small = one_key_cost(small, ep, "/small")
+        whole = whole_repo_costs(big, ep, "/config")
     print(f"reference repository: {a.services} services x 3 environments (~{a.services * 99:,} "
           "keys), fresh etcd, whole processes")
     print(f"  first apply, {a.rounds} alternating rounds: gitconf "
@@ -138,6 +162,10 @@ def main() -> None:
           f"{one_small:.3f} s on {max(1, a.services // 100)} (target < 0.5 s, size-independent)")
     print(f"  no-op apply: {noop_big:.3f} s on {a.services} services, {noop_small:.3f} s on "
           f"{max(1, a.services // 100)}")
+    keys = a.services * 99
+    for name, (wall, rss) in whole.items():
+        print(f"  {name:<19} {wall:6.2f} s, peak RSS {rss:5.0f} MB ({rss * 1024 / keys:.2f} KB "
+              "a key; issue 13: linear, < 400 MB at 1M keys)")
 
 
 if __name__ == "__main__":

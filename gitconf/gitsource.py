@@ -309,10 +309,25 @@ def _spawn_error(exc: OSError, cwd: Path | str | None, what: str) -> GitError:
 # -- values -------------------------------------------------------------------------------------
 
 
-def default_cache_dir() -> Path:
+def cache_root() -> Path:
+    """gitconf's cache: `$GITCONF_CACHE_DIR`, else `$XDG_CACHE_HOME/gitconf`."""
     base = os.environ.get("GITCONF_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "gitconf")
-    return Path(base) / "repos"
+    return Path(base)
+
+
+def version_order(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Git's version sort (`v:refname`, like glibc's strverscmp): runs of digits compare as
+    numbers, anything else character by character, so v1.10 comes after v1.9."""
+    return tuple((0x30, int(run)) if run[0] in "0123456789" else (ord(run[0]), run)
+                 for run in _RUNS.findall(name))
+
+
+_RUNS = re.compile(r"[0-9]+|[^0-9]+")
+
+
+def default_cache_dir() -> Path:
+    return cache_root() / "repos"
 
 
 def cache_name(url: str) -> str:
@@ -477,13 +492,19 @@ class GitSource:
         return res.returncode == 0
 
     def commit_info(self, sha: str) -> CommitInfo:
+        """Who and what a commit is, and its version: its highest tag by version order (git's
+        `--sort=-v:refname`), else its short id. One `git show`: the tags come as its
+        decorations."""
         fmt = "%x00".join(["%H", "%an", "%ae", "%at",
                            "%(trailers:key=Approved-by,valueonly,separator=%x1f)",
-                           "%(trailers:key=Reviewed-by,valueonly,separator=%x1f)", "%s"])
-        out = self.run(["show", "-s", f"--format={fmt}", "--end-of-options", sha, "--"])
-        full, name, email, at, approved, reviewed, subject = out.rstrip("\n").split("\0", 6)
+                           "%(trailers:key=Reviewed-by,valueonly,separator=%x1f)", "%D", "%s"])
+        out = self.run(["show", "-s", f"--format={fmt}", "--decorate-refs=refs/tags/",
+                        "--end-of-options", sha, "--"])
+        full, name, email, at, approved, reviewed, refs, subject = \
+            out.rstrip("\n").split("\0", 7)
         trailer = (approved or reviewed).split("\x1f")[0].strip()
-        tags = self.run(["tag", "--points-at", full, "--sort=-v:refname"]).split()
+        tags = sorted((r[5:] for r in refs.split(", ") if r.startswith("tag: ")),
+                      key=lambda t: (version_order(t), t), reverse=True)
         return CommitInfo(
             sha=full,
             author_name=name,
@@ -517,7 +538,9 @@ class GitSource:
             res = run_git(["rev-parse", "--verify", "--quiet", "--end-of-options",
                            f"{ref}^{{commit}}"], git_dir=self.git_dir, ok=range(256))
             if res.returncode == 0 and res.text.strip():
-                return res.text.strip()
+                sha = res.text.strip()
+                self._commits.add(sha)  # verified a commit: `resolve` need not ask again
+                return sha
         return None
 
 

@@ -24,7 +24,7 @@ from .records import (
     UnitRecordKind,
     decode_envelope,
 )
-from .store import KV, EtcdNoSpace, Store, prefix_end
+from .store import KV, EtcdNoSpace, Store, prefix_end, scan_pages
 
 SCAN_THRESHOLD = 48  # above this many units, one snapshot of the prefix is cheaper
 _RECORD_KINDS: tuple[UnitRecordKind, ...] = ("units", "pending", "pins", "overrides")
@@ -77,9 +77,11 @@ def read_units(store: Store, keys: Keys, units: Collection[UnitId] | None) -> Li
 
 
 def _read_by_scan(store: Store, keys: Keys, units: Collection[UnitId] | None) -> LiveState:
-    kvs, revision = store.scan(keys.root_b)
+    """The whole prefix, folded page by page into `LiveUnit`s (one page of raw values held at
+    a time, not the whole prefix)."""
     wanted = set(units) if units is not None else None
     out: dict[UnitId, LiveUnit] = {}
+    revision = 0
 
     def get(unit: UnitId) -> LiveUnit | None:
         if wanted is not None and unit not in wanted:
@@ -89,18 +91,21 @@ def _read_by_scan(store: Store, keys: Keys, units: Collection[UnitId] | None) ->
             lu = out[unit] = LiveUnit(unit, {})
         return lu
 
-    for kv in kvs:
-        parsed = keys.parse_data_key(kv.key)
-        if parsed is not None:
-            lu = get(parsed[0])
-            if lu is not None:
-                lu.keys[parsed[1]] = live_key(kv)
-            continue
-        rec = keys.parse_unit_record_key(kv.key)
-        if rec is not None and rec[0] in _RECORD_KINDS:
-            lu = get(rec[1])
-            if lu is not None:
-                _apply_record(lu, rec[0], kv)
+    for kvs, at in scan_pages(store, keys.root_b):
+        revision = at
+        for kv in kvs:
+            parsed = keys.parse_data_key(kv.key)
+            if parsed is not None:
+                lu = get(parsed[0])
+                if lu is not None:
+                    lu.keys[parsed[1]] = live_key(kv)
+                continue
+            rec = keys.parse_unit_record_key(kv.key)
+            if rec is not None and rec[0] in _RECORD_KINDS:
+                lu = get(rec[1])
+                if lu is not None:
+                    _apply_record(lu, rec[0], kv)
+    revision = revision or store.revision(within=keys.root_b)
     if wanted is not None:
         for unit in wanted:
             out.setdefault(unit, LiveUnit(unit, {}))

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+from . import layoutcache
 from .actor import default_actor, now_iso
 from .deploy import DEFAULT_MAX_BYTES, DEFAULT_MAX_OPS, DeployContext, Deployer, DeployOutcome
 from .errors import CheckFailed, GitconfError, UsageError
@@ -246,12 +247,21 @@ class Reconciler:
         self.store = store
         self.keys = keys
         self._layout: tuple[str, Layout] | None = None  # (commit, its layout), for the daemon
+        self._layout_saved = ""  # the commit whose entry in layoutcache holds that layout
         self.overrides = OverrideStep(source, store, keys)
 
-    def layout_at(self, commit: str, tree: Tree) -> Layout:
+    def layout_at(self, commit: str, tree: Tree, since: str | None = None) -> Layout:
         """The layout depends only on which files exist and on `.gitconf.yaml`: when a commit
         only modifies files the previous one had, its layout is reused instead of listing the
-        whole tree again (which costs time in proportion to the repository)."""
+        whole tree again (which costs time in proportion to the repository). A new process
+        starts from the layout remembered on disk for `commit`, or for `since` (the commit
+        applied last)."""
+        if self._layout is None:
+            for known in [c for c in (commit, since) if c]:
+                remembered = layoutcache.load(known)
+                if remembered is not None:
+                    self._layout, self._layout_saved = (known, remembered[1]), remembered[0]
+                    break
         if self._layout is not None:
             prev, layout = self._layout
             if prev == commit:
@@ -262,9 +272,12 @@ class Reconciler:
                 status = [("?", "")]
             if all(s == "M" and p not in SETTINGS_FILES for s, p in status):
                 self._layout = (commit, layout)
+                if self._layout_saved:
+                    layoutcache.alias(commit, self._layout_saved)
                 return layout
         layout = read_layout(tree)
-        self._layout = (commit, layout)
+        self._layout, self._layout_saved = (commit, layout), commit
+        layoutcache.save(commit, layout)
         return layout
 
     def run(self, req: Request) -> Result:
@@ -283,12 +296,13 @@ class Reconciler:
 
     # -- the steps of a pass ----------------------------------------------------------------
 
-    def _source_tree(self, req: Request) -> tuple[str, CommitInfo, Tree, Layout]:
+    def _source_tree(self, req: Request, prev: Previous) -> tuple[str, CommitInfo, Tree, Layout]:
         target = self.source.resolve(req.ref)
         commit = self.source.commit_info(target)
         if not req.worktree:
             tree: Tree = self.source.tree(target)
-            return target, commit, tree, self.layout_at(target, tree)
+            last = prev.record.commit if prev.record is not None else None
+            return target, commit, tree, self.layout_at(target, tree, since=last)
         if self.source.work_tree is None:
             raise UsageError("--worktree needs a working tree, not a bare repository")
         tree = FileTree(self.source.work_tree)
@@ -296,8 +310,8 @@ class Reconciler:
             read_layout(tree)
 
     def _begin(self, req: Request) -> _Pass:
-        target, commit, tree, layout = self._source_tree(req)
         prev = read_previous(self.store, self.keys)
+        target, commit, tree, layout = self._source_tree(req, prev)
         if req.units is not None:
             sel = Selection(set(req.units), self.store.revision(within=self.keys.root_b))
         else:
@@ -344,7 +358,7 @@ class Reconciler:
         load = LoadOptions(services=services, encode=not req.dry_run)
         schema_objs: dict[str, ServiceSchema] = {}
         compiled: dict[str, dict[str, Any]] = {}
-        if len(services) >= PARALLEL_SERVICES and not req.dry_run and not req.worktree:
+        if len(services) >= PARALLEL_SERVICES and not req.worktree:
             from .loading import iter_units_parallel
 
             stream = iter_units_parallel(p.tree, p.layout, load, compiled)

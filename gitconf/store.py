@@ -9,7 +9,7 @@ Nothing in this module imports a client library.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, NewType, Protocol
 
@@ -116,6 +116,23 @@ def prefix_end(prefix: bytes) -> bytes:
             return bytes(end)
         end.pop()
     return b"\0"  # every key: the prefix was empty or all 0xff
+
+
+def scan_pages(store: Store, prefix: bytes, page: int = 5_000,
+               ) -> Iterator[tuple[list[KV], int]]:
+    """Every key under `prefix`, a page at a time, all at the revision of the first page (one
+    consistent snapshot, like `Store.scan`), each with that revision: a caller that folds
+    the pages as they come holds one page of raw values, not the whole prefix."""
+    end = prefix_end(prefix)
+    start, revision = prefix, 0
+    while True:
+        res = store.range(start, end, limit=page, revision=revision)
+        revision = revision or res.revision
+        if res.kvs:
+            yield res.kvs, revision
+        if not res.more or not res.kvs:
+            return
+        start = res.kvs[-1].key + b"\0"
 
 
 # -- encoded operations: etcd's `RequestOp` protobuf, written by hand -------------------------

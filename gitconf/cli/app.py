@@ -12,6 +12,9 @@ styling at all; tables at full width when the output is not a terminal.
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import json
 import os
 import signal
@@ -20,7 +23,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -82,11 +85,39 @@ def _wants_no_color(args: Sequence[str]) -> bool:
 
 
 def set_no_color(on: bool) -> None:
-    """No styling anywhere: our consoles and typer's help and usage errors."""
-    from typer import rich_utils
-
+    """No styling anywhere: our consoles and typer's help and usage errors. Typer imports its
+    `rich_utils` (rich.markdown, markdown-it: ~0.2 s) only for help, usage errors and
+    tracebacks; a run that prints none of them must not pay for it, so the choice is applied
+    when that module is imported, or at once if it already is."""
     _State.no_color = on
-    rich_utils.COLOR_SYSTEM = None if on else "auto"
+    rich_utils = sys.modules.get("typer.rich_utils")
+    if rich_utils is not None:
+        rich_utils.COLOR_SYSTEM = None if on else "auto"  # type: ignore[attr-defined]
+    elif not any(isinstance(f, _RichUtilsColour) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RichUtilsColour())
+
+
+class _RichUtilsColour(importlib.abc.MetaPathFinder):
+    """Sets typer's colour system the moment `typer.rich_utils` is imported, from the choice
+    this invocation made (`_State.no_color`), then steps aside."""
+
+    def find_spec(self, name: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if name != "typer.rich_utils":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        run = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            run(module)
+            module.__dict__["COLOR_SYSTEM"] = None if _State.no_color else "auto"
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
 
 
 INTERRUPT_GRACE = 3.0  # seconds a first Ctrl-C leaves for an orderly exit
@@ -228,9 +259,48 @@ class GitconfTyper(typer.Typer):
         _State.handling = True
         try:
             with interrupt_handling():
-                return super().__call__(*args, **kwargs)
+                argv = kwargs.get("args", args[0] if args else None)
+                with self._only(command_named(sys.argv[1:] if argv is None else argv)):
+                    command = typer.main.get_command(self)
+                return command(*args, **kwargs)
         finally:
             _State.handling = False
+
+    @contextmanager
+    def _only(self, name: str | None) -> Iterator[None]:
+        """Build only the command this process runs: typer builds every command's options
+        from its signature (~50 ms for all of them, most of a one-key `apply`'s own work).
+        No name, or one that is not a command: all of them (root help, "did you mean")."""
+        saved = self.registered_commands, self.registered_groups
+        commands = [c for c in saved[0] if _name_of(c) == name]
+        groups = [g for g in saved[1] if g.typer_instance and g.typer_instance.info.name == name]
+        if commands or groups:
+            self.registered_commands, self.registered_groups = commands, groups
+        try:
+            yield
+        finally:
+            self.registered_commands, self.registered_groups = saved
+
+
+_ROOT_OPTIONS_WITH_VALUE = ("--etcd", "--prefix")
+
+
+def command_named(argv: Sequence[str]) -> str | None:
+    """The command an argument list runs: its first word that is not a root option (or the
+    value of one)."""
+    it = iter(argv)
+    for arg in it:
+        if arg in _ROOT_OPTIONS_WITH_VALUE:
+            next(it, None)
+        elif arg == "--":
+            return next(it, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _name_of(info: Any) -> str:
+    return info.name or info.callback.__name__.lower().replace("_", "-")
 
 
 app = GitconfTyper(

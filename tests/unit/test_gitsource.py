@@ -25,6 +25,7 @@ from gitconf.gitsource import (
     git_env,
     run_git,
     start_git,
+    version_order,
 )
 from tests.helpers import GitRepo, git, make_repo
 
@@ -103,6 +104,25 @@ def test_reads_go_through_the_helper(tmp_path: Path) -> None:
     with pytest.raises(GitError):
         source.changed_status("--output=" + str(tmp_path / "written"), second)
     assert not (tmp_path / "written").exists()
+
+
+TAGS = ["v1.2.0", "v1.10.0", "v1.9", "v1.10.0-rc1", "release-2", "release-10", "2.0", "10.0",
+        "v1.10", "V2", "zeta", "v1.2.0.1", "a-b_c.9"]
+
+
+def test_a_commits_version_is_its_highest_tag_in_gits_version_order(tmp_path: Path) -> None:
+    """Each commit's version comes from one `git show` (its tags are decorations) sorted by
+    `version_order`, which must agree with git's own `tag --sort=-v:refname`."""
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n"})
+    source = GitSource.open(str(repo.path))
+    head = repo.head()
+    assert source.commit_info(head).version == head[:12]  # no tag: the short id
+    for tag in TAGS:
+        git(repo.path, "tag", tag)
+    by_git = git(repo.path, "tag", "--points-at", head, "--sort=-v:refname").split()
+    assert sorted(TAGS, key=lambda t: (version_order(t), t), reverse=True) == by_git
+    assert source.commit_info(head).version == by_git[0]
+    assert GitSource.open(str(repo.path)).commit_info(head).sha == head
 
 
 def test_streaming_process_reports_gits_own_words(tmp_path: Path) -> None:

@@ -1,0 +1,205 @@
+"""The layout of a commit remembered on disk (`gitconf.layoutcache`): exact round trips, nothing
+trusted that does not read back exactly, and a reconciler in a new process that reuses the
+layout of the commit applied last instead of listing the whole tree again. Real git
+repositories; the in-memory store stands in for etcd (the plan is what is checked)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gitconf import layoutcache
+from gitconf.gitsource import GitSource
+from gitconf.memstore import MemStore
+from gitconf.model import Problem
+from gitconf.reconcile import Reconciler, Request
+from gitconf.records import Keys
+from gitconf.repo_format import Layout, ServiceFiles, read_layout
+from tests.helpers import make_repo
+
+SHA_A, SHA_B = "a" * 40, "b" * 40
+
+
+@pytest.fixture(autouse=True)
+def cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GITCONF_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "layouts"
+
+
+def sample() -> Layout:
+    return Layout({"environments": ["dev", "prod"], "drift": {"policy": "report"}},
+                  {"svc": ServiceFiles("svc", "svc/schema.yaml", "svc/_base.yaml",
+                                       {"prod": "svc/prod.yaml", "dev": "svc/dev.yml"}),
+                   "bare": ServiceFiles("bare", None, None, {"prod": "bare/prod.yaml"})},
+                  ["schemas/common.json"],
+                  [Problem("x/a/b.yaml", 1, 1, "layout", "nested", severity="warning"),
+                   Problem("Bad/prod.yaml", 1, 1, "bad-name", "'Bad' is not valid", key="k",
+                           secret=True)],
+                  ".gitconf.yaml")
+
+
+def test_a_saved_layout_reads_back_exactly() -> None:
+    layoutcache.save(SHA_A, sample())
+    assert layoutcache.load(SHA_A) == (SHA_A, sample())
+    assert layoutcache.load(SHA_B) is None
+
+
+def test_an_alias_reads_the_layout_it_names_and_keeps_it_fresh(cache_home: Path) -> None:
+    layoutcache.save(SHA_A, sample())
+    os.utime(cache_home / f"{SHA_A}.json", (1, 1))
+    layoutcache.alias(SHA_B, SHA_A)
+    assert layoutcache.load(SHA_B) == (SHA_A, sample())
+    assert (cache_home / f"{SHA_A}.json").stat().st_mtime > 1  # touched: not pruned first
+    assert (cache_home / f"{SHA_B}.json").stat().st_size < 200
+    layoutcache.alias(SHA_A, "c" * 40)  # names nothing: not written
+    assert layoutcache.load(SHA_A) == (SHA_A, sample())
+
+
+@pytest.mark.parametrize("text", [
+    "", "{", "[]", "null", '{"format": 1}', '{"format": 99, "gitconf": "x"}',
+    '"' + "x" * 1000 + '"',
+])
+def test_an_unreadable_entry_is_ignored(cache_home: Path, text: str) -> None:
+    cache_home.mkdir(parents=True)
+    (cache_home / f"{SHA_A}.json").write_text(text)
+    assert layoutcache.load(SHA_A) is None
+
+
+def _saved_doc(cache_home: Path) -> dict:  # type: ignore[type-arg]
+    layoutcache.save(SHA_A, sample())
+    return json.loads((cache_home / f"{SHA_A}.json").read_text())
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d.update(commit=SHA_B),  # an entry copied under another name
+    lambda d: d.update(gitconf="0.0.1"),  # written by another release: rules may differ
+    lambda d: d["layout"].update(settings=[1]),
+    lambda d: d["layout"]["services"].append(["x", 5, None, {}]),
+    lambda d: d["layout"]["services"].append(["x", None, None, {"prod": ["p"]}]),
+    lambda d: d["layout"]["problems"].append(["f", "1", 1, "c", "m", None, "error", False]),
+    lambda d: d["layout"]["problems"].append(["f", 1, 1, "c", "m", None, "fatal", False]),
+    lambda d: d["layout"].update(shared_schemas=[{"a": 1}]),
+    lambda d: d["layout"].pop("problems"),
+])
+def test_an_entry_that_does_not_read_back_exactly_is_ignored(cache_home: Path, damage) -> None:  # type: ignore[no-untyped-def]
+    doc = _saved_doc(cache_home)
+    damage(doc)
+    (cache_home / f"{SHA_A}.json").write_text(json.dumps(doc))
+    assert layoutcache.load(SHA_A) is None
+
+
+def test_names_that_are_not_commit_ids_are_neither_read_nor_written(cache_home: Path) -> None:
+    for name in ("../../etc/passwd", "HEAD", "A" * 40, "a" * 39, ""):
+        layoutcache.save(name, sample())
+        assert layoutcache.load(name) is None
+    assert not cache_home.exists()
+
+
+def test_settings_json_cannot_say_are_not_remembered() -> None:
+    odd = sample()
+    odd.settings = {"environments": ["prod"], 1: "a number key"}
+    layoutcache.save(SHA_A, odd)
+    assert layoutcache.load(SHA_A) is None
+
+
+def test_only_the_newest_entries_are_kept(cache_home: Path) -> None:
+    for i in range(layoutcache.KEEP + 5):
+        sha = f"{i:040x}"
+        layoutcache.save(sha, sample())
+        os.utime(cache_home / f"{sha}.json", (1000 + i, 1000 + i))
+    layoutcache.save(SHA_A, sample())
+    kept = sorted(p.name for p in cache_home.iterdir())
+    assert len(kept) == layoutcache.KEEP and f"{SHA_A}.json" in kept
+    assert f"{0:040x}.json" not in kept
+
+
+def test_a_cache_that_cannot_be_written_costs_nothing(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("GITCONF_CACHE_DIR", str(blocked))
+    layoutcache.save(SHA_A, sample())
+    assert layoutcache.load(SHA_A) is None
+
+
+NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._", min_size=1, max_size=12)
+TEXT = st.text(max_size=30)
+
+
+@settings(max_examples=60, deadline=None)
+@given(settings_=st.dictionaries(TEXT, st.recursive(
+           st.none() | st.booleans() | st.integers() | TEXT,
+           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+           max_leaves=8), max_size=4),
+       services=st.dictionaries(NAMES, st.tuples(st.none() | TEXT, st.none() | TEXT,
+                                                 st.dictionaries(NAMES, TEXT, max_size=3)),
+                                max_size=4),
+       problems=st.lists(st.builds(Problem, TEXT, st.integers(1, 10**6), st.integers(1, 999),
+                                   TEXT, TEXT, st.none() | TEXT,
+                                   st.sampled_from(["error", "warning"]), st.booleans()),
+                         max_size=4),
+       shared=st.lists(TEXT, max_size=3), settings_file=st.none() | TEXT)
+def test_round_trip_law(settings_: dict, services: dict, problems: list[Problem],  # type: ignore[type-arg]
+                        shared: list[str], settings_file: str | None) -> None:
+    """Whatever layout is saved is the layout loaded (or, if JSON would change its settings,
+    nothing is)."""
+    layout = Layout(settings_, {n: ServiceFiles(n, s, b, e) for n, (s, b, e) in services.items()},
+                    shared, problems, settings_file)
+    layoutcache.save(SHA_A, layout)
+    assert layoutcache.load(SHA_A) == (SHA_A, layout)
+
+
+# -- a reconciler in a new process ---------------------------------------------------------------
+
+
+def _reconciler(path: Path, store: MemStore) -> Reconciler:
+    return Reconciler(GitSource.open(str(path)), store, Keys("/t"))
+
+
+def _deployed(path: Path, store: MemStore, **kw: bool) -> list[tuple[str, str]]:
+    """Apply HEAD with a reconciler of its own (a new process): the units it deployed."""
+    result = _reconciler(path, store).run(Request(**kw))
+    assert not result.failed
+    return sorted((d.unit.service, d.unit.environment) for d in result.deploys)
+
+
+def test_a_new_process_reuses_the_layout_of_the_commit_applied_last(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n", "svc/dev.yaml": "a: 1\n",
+                                      "other/prod.yaml": "b: 1\n"})
+    store = MemStore()
+    first = repo.head()
+    assert len(_deployed(repo.path, store)) == 3
+    second = repo.commit({"svc/prod.yaml": "a: 2\n"})
+    rec = _reconciler(repo.path, store)  # a new process: nothing in memory
+    tree = rec.source.tree(second)
+    layout = rec.layout_at(second, tree, since=first)
+    assert layout == read_layout(rec.source.tree(second))
+    assert tree._blobs is None  # the whole tree was never listed
+    assert _deployed(repo.path, store) == [("svc", "prod")]
+
+
+def test_a_commit_that_adds_or_removes_files_gets_its_own_layout(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n"})
+    store = MemStore()
+    assert _deployed(repo.path, store) == [("svc", "prod")]
+    repo.commit({"svc/dev.yaml": "a: 3\n", "new/prod.yaml": "n: 1\n"})
+    assert _deployed(repo.path, store) == [("new", "prod"), ("svc", "dev")]
+    repo.commit({"new/prod.yaml": None})
+    assert _deployed(repo.path, store) == [("new", "prod")]  # its keys are removed
+    assert store.count(b"/t/new/")[0] == 0
+
+
+def test_a_settings_change_is_never_served_from_the_old_layout(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n", "svc/dev.yaml": "a: 1\n"})
+    store = MemStore()
+    _deployed(repo.path, store)
+    sha = repo.commit({".gitconf.yaml": "environments: [prod]\n"})
+    rec = _reconciler(repo.path, store)
+    layout = rec.layout_at(sha, rec.source.tree(sha), since=None)
+    assert layout.settings == {"environments": ["prod"]}
+    assert any(p.code == "unknown-environment" for p in layout.problems)
