@@ -598,10 +598,14 @@ class GitTree:
         wanted = list(paths)
         if not wanted:
             return
-        names = self._object_names(wanted)
         stream = start_git(["cat-file", "--batch"], self.source.git_dir,
                            what=f"reading {self.commit[:12]}")
         stdin, stdout = stream.stdin, stream.stdout
+        try:
+            names = self._names_in_stream(stream, wanted) or self._object_names(wanted)
+        except BaseException:
+            stream.close()
+            raise
 
         def feed() -> None:
             try:
@@ -625,6 +629,35 @@ class GitTree:
             writer.join(timeout=5)
             stream.close()
 
+    def _names_in_stream(self, stream: GitStream, wanted: list[str]) -> list[str] | None:
+        """The blob ids of a few files, from their directories' tree objects read through the
+        same `cat-file` process that then reads the blobs (one git process instead of an
+        `ls-tree` and a `cat-file`: a one-key deploy reads two or three files). The entries'
+        modes refuse links and special files exactly as `ls-tree` does. None: not worth it
+        here (the tree is listed already, or many directories)."""
+        dirs = sorted({p.rpartition("/")[0] for p in wanted})
+        if self._blobs is not None or self._refused is not None or len(dirs) > _FEW_DIRS \
+                or any("\n" in p for p in wanted):
+            return None
+        for d in dirs:
+            name = f"{self.commit}:{d}" if d else f"{self.commit}^{{tree}}"
+            stream.stdin.write(name.encode("utf-8", "surrogateescape") + b"\n")
+        stream.stdin.flush()
+        listing = []
+        for d in dirs:
+            header = stream.stdout.readline().split()
+            if len(header) == 2 and header[1] == b"missing":
+                continue
+            if len(header) != 3:
+                raise stream.error(f"unexpected answer for {d or 'the root'}: {header!r}")
+            data = stream.stdout.read(int(header[2]))
+            stream.stdout.read(1)
+            if header[1] == b"tree":
+                listing += _tree_entries(data, f"{d}/" if d else "", len(header[0]) // 2)
+        blobs, refused = _parse_ls_tree("\0".join(listing))
+        _refuse(wanted, refused)
+        return [blobs[p] for p in wanted]
+
     def _object_names(self, wanted: list[str]) -> list[str]:
         if self._blobs is not None:
             _refuse(wanted, self._refused or [])
@@ -643,6 +676,24 @@ class GitTree:
             refused += odd
         _refuse(wanted, refused)
         return [blobs[p] for p in wanted]
+
+
+_FEW_DIRS = 8
+_TREE_KINDS = {b"40000": "tree", b"160000": "commit"}
+
+
+def _tree_entries(data: bytes, prefix: str, hash_bytes: int) -> list[str]:
+    """A raw tree object's entries (`<mode> <name>\\0<binary id>`) as `ls-tree` lines."""
+    out, i = [], 0
+    while i < len(data):
+        space = data.index(b" ", i)
+        nul = data.index(b"\0", space)
+        mode, name = data[i:space], data[space + 1:nul].decode("utf-8", "surrogateescape")
+        oid = data[nul + 1:nul + 1 + hash_bytes].hex()
+        kind = _TREE_KINDS.get(mode, "blob")
+        out.append(f"{mode.decode()} {kind} {oid}\t{prefix}{name}")
+        i = nul + 1 + hash_bytes
+    return out
 
 
 def _parse_ls_tree(out: str) -> tuple[dict[str, str], list[Refused]]:

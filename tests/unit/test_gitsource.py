@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gitconf.errors import GitError
+from gitconf.trees import RefusedFile
 from gitconf.gitpush import (
     PushRejected,
     Scratch,
@@ -123,6 +124,34 @@ def test_a_commits_version_is_its_highest_tag_in_gits_version_order(tmp_path: Pa
     assert sorted(TAGS, key=lambda t: (version_order(t), t), reverse=True) == by_git
     assert source.commit_info(head).version == by_git[0]
     assert GitSource.open(str(repo.path)).commit_info(head).sha == head
+
+
+def test_a_few_files_are_read_with_their_trees_in_one_process(tmp_path: Path) -> None:
+    """A few files are read by asking one `cat-file` for their directories' trees, then their
+    blobs; the answers (contents, refused links, missing files) are those of the listed tree."""
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n", "svc/dev.yaml": "a: 2\n",
+                                      ".gitconf.yaml": "ignore: [docs]\n",
+                                      "schemas/common.json": "{}", "docs/x y.yaml": "z: 1\n"})
+    (repo.path / "svc" / "link.yaml").symlink_to("dev.yaml")
+    (repo.path / "docs" / "bin.sh").write_text("#!/bin/sh\n")
+    (repo.path / "docs" / "bin.sh").chmod(0o755)
+    head = repo.commit({})
+    source = GitSource.open(str(repo.path))
+    paths = ["svc/prod.yaml", ".gitconf.yaml", "schemas/common.json", "docs/x y.yaml",
+             "docs/bin.sh"]
+    listed = source.tree(head)
+    listed.paths()  # the whole tree listed first: the other way of finding blob ids
+    assert list(source.tree(head).read(paths)) == list(listed.read(paths))
+    assert dict(source.tree(head).read(["docs/bin.sh"])) == {"docs/bin.sh": b"#!/bin/sh\n"}
+    for tree in (source.tree(head), listed):
+        with pytest.raises(RefusedFile):
+            list(tree.read(["svc/prod.yaml", "svc/link.yaml"]))
+        with pytest.raises(KeyError):
+            list(tree.read(["svc/none.yaml"]))
+        with pytest.raises(KeyError):
+            list(tree.read(["nowhere/prod.yaml"]))
+        with pytest.raises(KeyError):
+            list(tree.read(["svc/prod.yaml/deeper"]))
 
 
 def test_streaming_process_reports_gits_own_words(tmp_path: Path) -> None:
