@@ -2,7 +2,9 @@
 record, pending deploy and pin.
 
 A few units are read with range requests packed into one transaction (one round trip, one
-revision); many units with one paginated snapshot of the whole prefix. While etcd's NOSPACE alarm
+revision); many units (a full pass) with an index of units and their records, each unit's keys
+read as it is planned, a chunk of neighbouring services per range, so a pass over a million keys
+holds a chunk of them, not all. While etcd's NOSPACE alarm
 is raised it refuses every transaction, read-only ones included, but still serves plain ranges:
 the few units are then read range by range, all at the revision of the first, so `get` and
 `diff` keep working when on-call needs them most.
@@ -10,7 +12,8 @@ the few units are then read range by range, all at the revision of the first, so
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import replace
 
 from .model import LiveKey, LiveState, LiveUnit, UnitId
 from .plan import NOT_ENVELOPE
@@ -26,7 +29,7 @@ from .records import (
 )
 from .store import KV, EtcdNoSpace, Store, prefix_end, scan_pages
 
-SCAN_THRESHOLD = 48  # above this many units, one snapshot of the prefix is cheaper
+SCAN_THRESHOLD = 48  # above this many units, an index of the prefix is cheaper
 _RECORD_KINDS: tuple[UnitRecordKind, ...] = ("units", "pending", "pins", "overrides")
 _PER_UNIT_OPS = 1 + len(_RECORD_KINDS)
 
@@ -69,49 +72,96 @@ def _apply_record(unit: LiveUnit, kind: str, kv: KV) -> None:
         unit.override_revision = kv.mod_revision
 
 
-def read_units(store: Store, keys: Keys, units: Collection[UnitId] | None) -> LiveState:
-    """Live state of `units` (None: every unit found under the prefix)."""
-    if units is None or len(units) > SCAN_THRESHOLD:
-        return _read_by_scan(store, keys, units)
-    return _read_by_txn(store, keys, units)
+class LiveView:
+    """What a pass knows of etcd: every unit it may plan with its records (`units`), and its
+    keys when it is planned (`load`)."""
+
+    def __init__(self, units: Mapping[UnitId, LiveUnit],
+                 load: Callable[[UnitId], LiveUnit | None], revision: int):
+        self.units = units
+        self.load = load
+        self.revision = revision
 
 
-def _read_by_scan(store: Store, keys: Keys, units: Collection[UnitId] | None) -> LiveState:
-    """The whole prefix, folded page by page into `LiveUnit`s (one page of raw values held at
-    a time, not the whole prefix)."""
-    wanted = set(units) if units is not None else None
-    out: dict[UnitId, LiveUnit] = {}
-    revision = 0
+def read_live(store: Store, keys: Keys, units: Collection[UnitId] | None) -> LiveView:
+    """A few units: read whole (one transaction). Many, or all: an index of units and their
+    records now, and each unit's keys when it is planned, a chunk of services at a time, so
+    the memory of a full pass follows a chunk, not the prefix."""
+    if units is not None and len(units) <= SCAN_THRESHOLD:
+        state = _read_by_txn(store, keys, units)
+        return LiveView(state.units, state.units.get, state.revision)
+    index = LiveIndex(store, keys, units)
+    return LiveView(index.units, index.load, index.revision)
 
-    def get(unit: UnitId) -> LiveUnit | None:
-        if wanted is not None and unit not in wanted:
+
+class LiveIndex:
+    """Every unit under the prefix (or of `wanted`), with its records but not its keys: keys
+    are read by `load`, one range over a chunk of neighbouring services at a time (the two
+    latest chunks kept), and handed out in a fresh `LiveUnit` the index does not keep."""
+
+    CHUNK = 40  # services a key read covers
+    KEEP = 2  # chunks kept: a pass asks for units in service order
+
+    def __init__(self, store: Store, keys: Keys, wanted: Collection[UnitId] | None):
+        self.store, self.keys = store, keys
+        want = set(wanted) if wanted is not None else None
+        self.units: dict[UnitId, LiveUnit] = {}
+        self.revision = 0
+        system, end = keys.system_b, prefix_end(keys.root_b)
+        for start, stop in ((keys.root_b, system), (prefix_end(system), end)):
+            for kvs, at in scan_pages(store, start, end=stop, keys_only=True):
+                self.revision = at
+                for kv in kvs:
+                    parsed = keys.parse_data_key(kv.key)
+                    if parsed is not None and (want is None or parsed[0] in want):
+                        self.units.setdefault(parsed[0], LiveUnit(parsed[0], {}))
+        for kind in _RECORD_KINDS:
+            for kvs, at in scan_pages(store, keys.kind_prefix(kind)):
+                self.revision = max(self.revision, at)
+                for kv in kvs:
+                    rec = keys.parse_unit_record_key(kv.key)
+                    if rec is not None and (want is None or rec[1] in want):
+                        unit = rec[1]
+                        _apply_record(self.units.setdefault(unit, LiveUnit(unit, {})), kind, kv)
+        self.revision = self.revision or store.revision(within=keys.root_b)
+        order = sorted({u.service for u in self.units}, key=lambda s: f"{s}/".encode())
+        self._chunk_of = {svc: i // self.CHUNK for i, svc in enumerate(order)}
+        self._chunks = [order[i:i + self.CHUNK] for i in range(0, len(order), self.CHUNK)]
+        self._loaded: dict[int, dict[UnitId, dict[str, LiveKey]]] = {}
+        self._revisions: dict[int, int] = {}
+
+    def load(self, unit: UnitId) -> LiveUnit | None:
+        known = self.units.get(unit)
+        if known is None:
             return None
-        lu = out.get(unit)
-        if lu is None:
-            lu = out[unit] = LiveUnit(unit, {})
-        return lu
+        chunk = self._chunk_of[unit.service]
+        if chunk not in self._loaded:
+            if len(self._loaded) >= self.KEEP:
+                self._loaded.pop(next(iter(self._loaded)))
+            self._loaded[chunk] = self._read_chunk(self._chunks[chunk])
+        keys, revision = self._loaded[chunk].get(unit, {}), self._revisions[chunk]
+        return replace(known, keys=dict(keys), read_revision=revision)
 
-    for kvs, at in scan_pages(store, keys.root_b):
-        revision = at
-        for kv in kvs:
-            parsed = keys.parse_data_key(kv.key)
-            if parsed is not None:
-                lu = get(parsed[0])
-                if lu is not None:
-                    lu.keys[parsed[1]] = live_key(kv)
-                continue
-            rec = keys.parse_unit_record_key(kv.key)
-            if rec is not None and rec[0] in _RECORD_KINDS:
-                lu = get(rec[1])
-                if lu is not None:
-                    _apply_record(lu, rec[0], kv)
-    revision = revision or store.revision(within=keys.root_b)
-    if wanted is not None:
-        for unit in wanted:
-            out.setdefault(unit, LiveUnit(unit, {}))
-    for lu in out.values():
-        lu.read_revision = revision
-    return LiveState(out, revision)
+    def _read_chunk(self, services: list[str]) -> dict[UnitId, dict[str, LiveKey]]:
+        """The keys of neighbouring services: one range per side of `_system/` (never read
+        here: it holds the history)."""
+        root, system = self.keys.root_b, self.keys.system_b
+        first, last = (root + f"{services[0]}/".encode(),
+                       prefix_end(root + f"{services[-1]}/".encode()))
+        spans = [(first, last)]
+        if first < system < last:
+            spans = [(first, system), (prefix_end(system), last)]
+        out: dict[UnitId, dict[str, LiveKey]] = {}
+        revision = 0
+        for start, stop in spans:
+            for kvs, at in scan_pages(self.store, start, end=stop):
+                revision = revision or at
+                for kv in kvs:
+                    parsed = self.keys.parse_data_key(kv.key)
+                    if parsed is not None and parsed[0] in self.units:
+                        out.setdefault(parsed[0], {})[parsed[1]] = live_key(kv)
+        self._revisions[self._chunk_of[services[0]]] = revision or self.revision
+        return out
 
 
 def _read_by_txn(store: Store, keys: Keys, units: Iterable[UnitId],

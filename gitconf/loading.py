@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
@@ -109,13 +110,17 @@ def _in_workers(tree: Tree, layout: Layout, options: LoadOptions,
 
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(
         "spawn"), initializer=_ignore_sigint)
-    futures: list[Future[Any]] = []
+    futures: deque[Future[Any]] = deque()
     finished = False
+    window = 2 * workers + 1  # chunks in flight: results wait for the caller, memory is bounded
     try:
-        futures = [pool.submit(_load_chunk, _share(tree, layout, part), layout.settings, part,
-                               layout.shared_schemas, options) for part in chunks]
-        for fut in futures:
-            yield fut.result()
+        for part in chunks:
+            futures.append(pool.submit(_load_chunk, _share(tree, layout, part), layout.settings,
+                                       part, layout.shared_schemas, options))
+            if len(futures) >= window:
+                yield futures.popleft().result()
+        while futures:
+            yield futures.popleft().result()
         finished = True
     finally:
         if finished:

@@ -20,7 +20,7 @@ from .actor import default_actor, now_iso
 from .deploy import DEFAULT_MAX_BYTES, DEFAULT_MAX_OPS, DeployContext, Deployer, DeployOutcome
 from .errors import CheckFailed, GitconfError, UsageError
 from .gitsource import CommitInfo, GitSource
-from .livestate import read_unit, read_units
+from .livestate import LiveView, read_live, read_unit
 from .model import (
     DeploySource,
     DesiredUnit,
@@ -154,7 +154,7 @@ class _Pass:
     sel: Selection
     candidates: set[UnitId]  # what selection found, before --service/--env
     selected: set[UnitId]
-    live: dict[UnitId, LiveUnit]
+    live: LiveView  # records of every unit; keys read as each unit is planned
     result: Result
     options: PlanOptions
     ctx: DeployContext
@@ -317,7 +317,8 @@ class Reconciler:
         else:
             sel = select(self.source, self.store, self.keys, target, layout, prev,
                          req.full or req.worktree)
-        live = read_units(self.store, self.keys, sel.units).units
+        view = read_live(self.store, self.keys, sel.units)
+        live = view.units
         candidates = sel.units if sel.units is not None else units_in_layout(layout) | set(live)
         selected = {u for u in candidates if _wanted(u, req)}
         result = Result(req.ref, commit, Plan(units=[]), problems=list(layout.problems),
@@ -334,7 +335,7 @@ class Reconciler:
                             fence=[self.store.cmp_mod(*req.fence)] if req.fence else [],
                             fence_key=req.fence)
         policy = req.drift_policy or _policy(layout)
-        p = _Pass(req, target, tree, layout, prev, sel, candidates, selected, live, result,
+        p = _Pass(req, target, tree, layout, prev, sel, candidates, selected, view, result,
                   options, ctx, policy, _refused_units(layout, live))
         if not req.dry_run:
             p.deployer = Deployer(self.store, ctx, self._replanner(req.prune), req.progress)
@@ -381,7 +382,7 @@ class Reconciler:
             result.cancelled = True
             p.cancelled.add(unit)
             return
-        lv = p.live.get(unit) or LiveUnit(unit, {})
+        lv = p.live.load(unit) or LiveUnit(unit, {})
         if unit in p.refused:
             bad = p.refused[unit]
             up = UnitPlan(unit, [], desired, lv, "failed",

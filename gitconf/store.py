@@ -118,15 +118,16 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"  # every key: the prefix was empty or all 0xff
 
 
-def scan_pages(store: Store, prefix: bytes, page: int = 5_000,
-               ) -> Iterator[tuple[list[KV], int]]:
-    """Every key under `prefix`, a page at a time, all at the revision of the first page (one
-    consistent snapshot, like `Store.scan`), each with that revision: a caller that folds
-    the pages as they come holds one page of raw values, not the whole prefix."""
-    end = prefix_end(prefix)
+def scan_pages(store: Store, prefix: bytes, page: int = 5_000, *, end: bytes | None = None,
+               keys_only: bool = False) -> Iterator[tuple[list[KV], int]]:
+    """Every key under `prefix` (or in [`prefix`, `end`)), a page at a time, all at the
+    revision of the first page (one consistent snapshot, like `Store.scan`), each with that
+    revision: a caller that folds the pages as they come holds one page of raw values, not
+    the whole prefix."""
+    end = prefix_end(prefix) if end is None else end
     start, revision = prefix, 0
     while True:
-        res = store.range(start, end, limit=page, revision=revision)
+        res = store.range(start, end, limit=page, revision=revision, keys_only=keys_only)
         revision = revision or res.revision
         if res.kvs:
             yield res.kvs, revision

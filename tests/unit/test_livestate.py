@@ -1,0 +1,104 @@
+"""Reading units from a store (`gitconf.livestate`): the index a full pass reads (units and
+records now, keys a chunk of services at a time) must give each unit exactly what reading the
+unit alone gives, whatever the names, their order in the keyspace, and the chunking. The
+in-memory store stands in for etcd; `test_memstore.py` holds it to etcd's answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gitconf.livestate import LiveIndex, read_live, read_unit
+from gitconf.memstore import MemStore
+from gitconf.model import UnitId
+from gitconf.records import Keys, Pin, UnitRecord, encode_envelope
+
+KEYS = Keys("/p")
+SUFFIX = ',"version":"v1","metadata":{"commit":"c"}}'
+# names whose keys interleave around `_system/` and each other ("svc-a/" sorts before "svc/")
+SERVICES = st.sampled_from(["0a", "9z", "a", "svc", "svc-a", "svc.b", "zz", "_other", "b_"])
+ENVS = st.sampled_from(["dev", "prod", "prod-eu"])
+KEY_NAMES = st.sampled_from(["a", "b.c", "d/e", "x"])
+
+
+@pytest.fixture
+def small_chunks() -> Iterator[None]:
+    saved = LiveIndex.CHUNK
+    LiveIndex.CHUNK = 2  # many chunks, and chunks evicted and read again
+    try:
+        yield
+    finally:
+        LiveIndex.CHUNK = saved
+
+
+def _record(deploy: int) -> bytes:
+    return UnitRecord(deploy, "c" * 40, "v1", "git", "2026-01-01T00:00:00Z", "ci").to_json()
+
+
+def fill(store: MemStore, units: dict[UnitId, dict[str, int]], recorded: set[UnitId],
+         pinned: set[UnitId]) -> None:
+    for unit, values in units.items():
+        for key, value in values.items():
+            store.put(KEYS.data_key(unit, key), encode_envelope(value, SUFFIX))
+    for n, unit in enumerate(sorted(recorded)):
+        store.put(KEYS.unit_record(unit), _record(n + 1))
+    for unit in pinned:
+        store.put(KEYS.unit_kind("pins", unit), Pin("c" * 40, "ci", "now", "why").to_json())
+    store.put(b"/p/_system/history/svc/prod/1", b"{}")  # never read by the index
+    store.put(b"/p/README", b"not a unit key")
+    store.put(b"/q/svc/prod/a", b"another prefix")
+
+
+UNITS = st.dictionaries(st.builds(UnitId, SERVICES, ENVS),
+                        st.dictionaries(KEY_NAMES, st.integers(0, 9), max_size=3), max_size=12)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(units=UNITS, data=st.data())
+def test_the_index_gives_each_unit_what_reading_it_alone_gives(small_chunks: None,
+                                                               units: dict[UnitId, dict[str, int]],
+                                                               data: st.DataObject) -> None:
+    store = MemStore()
+    every = sorted(units)
+    recorded = set(data.draw(st.lists(st.sampled_from(every), unique=True))) if every else set()
+    pinned = set(data.draw(st.lists(st.sampled_from(every), unique=True))) if every else set()
+    fill(store, units, recorded, pinned)
+    view = read_live(store, KEYS, None)
+    assert set(view.units) == {u for u in units if units[u]} | recorded | pinned
+    order = data.draw(st.permutations(sorted(view.units))) if view.units else []
+    for unit in order:  # any order: chunks are read again when evicted
+        alone = read_unit(store, KEYS, unit)
+        got = view.load(unit)
+        assert got is not None
+        assert (got.keys, got.record, got.record_revision, got.pin) == \
+            (alone.keys, alone.record, alone.record_revision, alone.pin)
+        assert got.read_revision == store.revision()
+    assert view.load(UnitId("absent", "prod")) is None
+
+
+def test_loaded_keys_are_not_kept_by_the_index(small_chunks: None) -> None:
+    store = MemStore()
+    units = {UnitId(f"s{i}", "prod"): {"a": i} for i in range(7)}
+    fill(store, units, set(units), set())
+    index = LiveIndex(store, KEYS, None)
+    for unit in sorted(units):
+        assert index.load(unit).keys["a"].value == units[unit]["a"]  # type: ignore[union-attr]
+        assert index.units[unit].keys == {}  # records only: a pass holds a chunk of keys
+    assert len(index._loaded) <= LiveIndex.KEEP
+
+
+def test_wanted_units_only_and_many_units_use_the_index() -> None:
+    store = MemStore()
+    units = {UnitId(f"s{i:02}", "prod"): {"a": i} for i in range(60)}
+    fill(store, units, set(units), set())
+    wanted = {u for u in units if u.service < "s55"}
+    view = read_live(store, KEYS, wanted)
+    assert set(view.units) == wanted
+    assert view.load(UnitId("s58", "prod")) is None
+    few = read_live(store, KEYS, {UnitId("s01", "prod"), UnitId("new", "prod")})
+    assert set(few.units) == {UnitId("s01", "prod"), UnitId("new", "prod")}
+    assert few.load(UnitId("new", "prod")).keys == {}  # type: ignore[union-attr]
