@@ -279,7 +279,10 @@ class _LazyPositions(Mapping[tuple[Any, ...], Position]):
 
     def _load(self) -> dict[tuple[Any, ...], Position]:
         if self._positions is None:
-            self._positions = safeyaml.load(self._text, self._path, item_positions=True).positions
+            # `json.loads` accepted the text, so its tabs are whitespace between tokens, which
+            # YAML refuses where it takes them for indentation: as spaces they keep every column
+            self._positions = safeyaml.load(_spaced(self._text), self._path,
+                                            item_positions=True).positions
         return self._positions
 
     def __getitem__(self, key: tuple[Any, ...]) -> Position:
@@ -293,36 +296,62 @@ class _LazyPositions(Mapping[tuple[Any, ...], Position]):
 
 
 class _NotPlainJSON(Exception):
-    pass
+    """Text `json.loads` reads that gitconf refuses, and why (a problem code and message)."""
+
+    def __init__(self, code: str = "not-json", message: str = "") -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
 
 
 def _pairs_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out = dict(pairs)
     if len(out) != len(pairs):
-        raise _NotPlainJSON
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _NotPlainJSON("duplicate-key", f"duplicate key {key!r}")
+            seen.add(key)
     return out
 
 
 def _no_constants(name: str) -> Any:
-    raise _NotPlainJSON
+    raise _NotPlainJSON("not-json", f"{name!r} has no JSON representation")
+
+
+def _finite_float(text: str) -> float:
+    """`1e400` is JSON text but no JSON value once parsed (inf): refused, as YAML refuses it."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _NotPlainJSON("not-json", safeyaml.json_number(text)[1] or "out of range")
+    return value
+
+
+def _json_int(text: str) -> int:
+    """An integer as the YAML reader takes it: one too long to print is refused, in its words."""
+    value, why = safeyaml.json_number(text)
+    if why is not None or not isinstance(value, int):
+        raise _NotPlainJSON("not-json", why or f"{text[:80]!r} is not an integer")
+    return value
+
+
+def _inert(_: Any) -> None:
+    return None
+
+
+def _spaced(text: str) -> str:
+    """Tabs as spaces: the same JSON where tabs only separate tokens, at the same columns."""
+    return text.replace("\t", " ")
 
 
 def _fast_json(text: str) -> Any:
     """`json.loads` is 30x faster than the positioned YAML path; anything it would accept but
-    we refuse (duplicate keys, NaN) sends the file down the YAML path for a positioned report."""
+    we refuse (duplicate keys, NaN, 1e400) sends the file down the YAML path for a positioned
+    report."""
     try:
         return json.loads(text, object_pairs_hook=_pairs_no_duplicates,
                           parse_constant=_no_constants, parse_float=_finite_float)
     except (_NotPlainJSON, ValueError, RecursionError):
         raise _NotPlainJSON from None
-
-
-def _finite_float(text: str) -> float:
-    """`1e400` is JSON text but no JSON value once parsed (inf): take the positioned path."""
-    value = float(text)
-    if value in (float("inf"), float("-inf")):
-        raise _NotPlainJSON
-    return value
 
 
 def _load_doc(path: str, raw: bytes, item_positions: bool = False,
@@ -332,22 +361,56 @@ def _load_doc(path: str, raw: bytes, item_positions: bool = False,
         assert problem is not None
         return None, {}, [problem]
     if path.endswith(".json"):
-        try:
-            return _fast_json(text), _LazyPositions(text, path), []
-        except _NotPlainJSON:
-            pass
+        return _load_json(path, text, item_positions)
     loaded = safeyaml.load(text, path, item_positions=item_positions)
-    if loaded.problems and path.endswith(".json") and loaded.problems[0].code == "yaml-syntax":
-        try:  # JSON that YAML 1.1 cannot read (tabs): fall back to the JSON parser
-            return json.loads(text, parse_constant=_no_constants,
-                              parse_float=_finite_float), {}, []
-        except json.JSONDecodeError as exc:
-            return None, {}, [Problem(path, exc.lineno, exc.colno, "json-syntax", exc.msg)]
-        except (ValueError, RecursionError, _NotPlainJSON) as exc:  # huge numbers, NaN, depth
-            return None, {}, [Problem(path, 1, 1, "not-json",
-                                      "a number or nesting JSON cannot hold: "
-                                      f"{str(exc)[:80] or 'out of range'}")]
     return loaded.data, loaded.positions, loaded.problems
+
+
+def _load_json(path: str, text: str, item_positions: bool,
+               ) -> tuple[Any, Mapping[tuple[Any, ...], Position], list[Problem]]:
+    """A `.json` file: plain JSON through `json.loads` (positions only if a problem asks for
+    them); anything else through the YAML reader with JSON's scalars, so a duplicate key,
+    `NaN` or `1e400` is a problem where it is written and a number means what JSON says
+    (`1e5` is 100000.0, not YAML 1.1's string)."""
+    try:
+        return _fast_json(text), _LazyPositions(text, path), []
+    except _NotPlainJSON:
+        pass
+    loaded = safeyaml.load(text, path, item_positions=item_positions, json_scalars=True)
+    if loaded.problems and loaded.problems[0].code == "yaml-syntax":
+        return _json_yaml_cannot_read(path, text, item_positions)
+    return loaded.data, loaded.positions, loaded.problems
+
+
+def _json_yaml_cannot_read(path: str, text: str, item_positions: bool,
+                           ) -> tuple[Any, Mapping[tuple[Any, ...], Position], list[Problem]]:
+    """JSON that libyaml refuses. A tab YAML takes for indentation (before the top-level `{`,
+    on a line of its own): read again with tabs as spaces (strict JSON has no raw tab inside a
+    string), with the same rules and positions as any `.json` file. Spelled as libyaml cannot
+    read (a surrogate pair escape, a key over 1024 characters): `json.loads` decides, with the
+    same refusals, at line 1."""
+    try:  # inert hooks: only a syntax error (or depth) can stop this parse
+        json.loads(text, object_pairs_hook=_inert, parse_int=_inert, parse_float=_inert,
+                   parse_constant=_inert)
+    except json.JSONDecodeError as exc:
+        return None, {}, [Problem(path, exc.lineno, exc.colno, "json-syntax", exc.msg)]
+    except RecursionError:
+        pass  # the YAML reader says where the nesting gets too deep
+    if "\t" in text:
+        loaded = safeyaml.load(_spaced(text), path, item_positions=item_positions,
+                               json_scalars=True)
+        if not (loaded.problems and loaded.problems[0].code == "yaml-syntax"):
+            return loaded.data, loaded.positions, loaded.problems
+    try:
+        return json.loads(text, object_pairs_hook=_pairs_no_duplicates, parse_int=_json_int,
+                          parse_constant=_no_constants, parse_float=_finite_float), {}, []
+    except _NotPlainJSON as exc:
+        return None, {}, [Problem(path, 1, 1, exc.code, exc.message)]
+    except RecursionError:
+        return None, {}, [Problem(path, 1, 1, "nesting-too-deep",
+                                  "document nests too deeply to be configuration")]
+    except ValueError as exc:  # pragma: no cover - the parse above found the text well-formed
+        return None, {}, [Problem(path, 1, 1, "not-json", f"not a JSON value: {str(exc)[:80]}")]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ the speed of the C composer.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,10 @@ BUDGET_FACTOR = 20
 MAX_INT_DIGITS = 4300
 _INT_BOUND = 10**MAX_INT_DIGITS
 _MAX_INT_TEXT = 4 * MAX_INT_DIGITS
+# a number as JSON writes it (RFC 8259 §6), and the constants Python's `json` reads but JSON
+# has not: a `.json` file read by the YAML reader keeps JSON's meaning for both
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+_JSON_CONSTANTS = frozenset({"NaN", "Infinity", "-Infinity"})
 
 
 class _Stop(Exception):
@@ -66,6 +71,26 @@ def decode(raw: bytes, file: str) -> tuple[str | None, Problem | None]:
     if text.startswith("\ufeff"):
         text = text[1:]
     return text, None
+
+
+def json_number(text: str) -> tuple[int | float | None, str | None]:
+    """What JSON makes of a bare token: `(number, None)`; `(None, why)` for a number or constant
+    JSON has no value for (`1e400` overflows to infinity, `NaN`, an integer too long to print);
+    `(None, None)` for anything else. One rule for the YAML reader of `.json` files and for the
+    JSON parser's fallback, so a `.json` file means the same whichever reads it."""
+    if text in _JSON_CONSTANTS:
+        return None, f"{text!r} has no JSON representation"
+    m = _JSON_NUMBER.fullmatch(text)
+    if m is None:
+        return None, None
+    if m.group(1) is None and m.group(2) is None:
+        if len(text.lstrip("-")) > MAX_INT_DIGITS:
+            return None, _too_long(text)
+        return int(text), None
+    value = float(text)
+    if math.isinf(value):
+        return None, _no_json_float(text)
+    return value, None
 
 
 def _too_deep(text: str, file: str) -> Problem | None:
@@ -127,8 +152,13 @@ def _libyaml_limits_nesting() -> bool:
 _LIBYAML_LIMITS_NESTING = _libyaml_limits_nesting()
 
 
-def load(text: str, file: str, item_positions: bool = False) -> LoadedYaml:
-    """Compose one document with libyaml and build plain JSON values, collecting problems."""
+def load(text: str, file: str, item_positions: bool = False,
+         json_scalars: bool = False) -> LoadedYaml:
+    """Compose one document with libyaml and build plain JSON values, collecting problems.
+
+    `json_scalars` is for `.json` files the JSON parser refused: an unquoted scalar that YAML 1.1
+    takes for text but JSON for a number (`1e5`, `1e400`) or a constant (`NaN`) keeps JSON's
+    meaning, so `1e400` is a `not-json` problem where it is written, never the string "1e400"."""
     deep = None
     if not _LIBYAML_LIMITS_NESTING:
         try:
@@ -157,7 +187,8 @@ def load(text: str, file: str, item_positions: bool = False) -> LoadedYaml:
         loader.dispose()
     if node is None:
         return LoadedYaml(None, {}, [])  # an empty document
-    builder = _Builder(loader, file, node, item_positions=item_positions)
+    builder = _Builder(loader, file, node, item_positions=item_positions,
+                       json_scalars=json_scalars)
     try:
         data = builder.build(node, (), 0)
     except _Stop:
@@ -177,8 +208,10 @@ def _pos(file: str, node: Node) -> Position:
 
 
 class _Builder:
-    def __init__(self, loader: yaml.CSafeLoader, file: str, root: Node, item_positions: bool):
+    def __init__(self, loader: yaml.CSafeLoader, file: str, root: Node, item_positions: bool,
+                 json_scalars: bool = False):
         self.loader = loader
+        self.json_scalars = json_scalars
         self.file = file
         self.root = root
         self.budget = BUDGET_FLOOR
@@ -285,6 +318,8 @@ class _Builder:
     def scalar(self, node: ScalarNode, path: Path) -> Any:
         tag = node.tag
         if tag == STR or _is_text(node):  # the common case first: most values are text
+            if self.json_scalars and not node.style and tag == STR:  # plain: None or ""
+                return self.json_plain(node, path)
             return node.value
         if tag == NULL:
             return None
@@ -299,12 +334,20 @@ class _Builder:
             except (ValueError, KeyError, IndexError):
                 return self.bad_value(node, path)
             if isinstance(value, float) and (math.isinf(value) or math.isnan(value)):
-                self.problem(node, "not-json", f"{_shorten(node.value)!r} has no JSON "
-                             "representation", path)
+                self.problem(node, "not-json", _no_json_float(node.value), path)
                 return None
             return value
         self.problem(node, "unsafe-tag", f"tag {tag!r} is not allowed; values are plain JSON", path)
         return None
+
+    def json_plain(self, node: ScalarNode, path: Path) -> Any:
+        """An unquoted scalar of a `.json` file that YAML 1.1 resolved to text: JSON's number
+        (or refusal) where JSON has one, else the text (a YAML-only spelling, read as YAML)."""
+        value, why = json_number(node.value)
+        if why is not None:
+            self.problem(node, "not-json", why, path)
+            return None
+        return node.value if value is None else value
 
     def integer(self, node: ScalarNode, path: Path) -> Any:
         text = node.value
@@ -350,6 +393,13 @@ def _written_nodes(root: Node) -> int:
 def _is_text(node: ScalarNode) -> bool:
     """A string scalar; a plain `=` (YAML 1.1's `!!value`) is the one-character string too."""
     return node.tag == STR or (node.tag == VALUE and node.value == "=")
+
+
+def _no_json_float(text: str) -> str:
+    """`.inf` and `.nan` are no JSON value; `1.0e+400` is a number too large for one."""
+    if any(word in text.lower() for word in ("inf", "nan")):
+        return f"{_shorten(text)!r} has no JSON representation"
+    return f"{_shorten(text)!r} is beyond the range of a JSON number (it reads as infinity)"
 
 
 def _too_long(text: str) -> str:

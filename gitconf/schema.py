@@ -4,7 +4,12 @@ the file, line and column of the offending key.
 
 One validator is built per schema and reused for every environment (building one costs far
 more than using it). Every repository resource lives under the base URI `file:///repo/`; no
-retriever is registered, so a `$ref` can only reach files of the repository itself.
+retriever is registered, so a `$ref` can only reach files of the repository itself. Each `$ref`
+is followed when the schema is compiled, the way the validator will follow it (root `$id`,
+nested ids, dialect): one that does not resolve, reaches no schema or loops without descending
+into the value is a positioned `schema-ref` problem, never a traceback while validating. A
+compact schema's `$ref` names another file: the compact text is compiled before use, so no
+pointer into it means what its author sees.
 
 A compact schema is closed (SPEC §2): each group compiles with `additionalProperties: false`
 unless it says `additional: true` (any key) or `additional: {type: ...}` (any key, of that
@@ -22,18 +27,18 @@ import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urldefrag, urljoin, urlsplit
 
 from jsonschema import Draft202012Validator, FormatChecker, SchemaError, ValidationError
 from jsonschema import validators as jsonschema_validators
 from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
-from referencing import Registry, Resource
+from referencing import Registry, Resource, Specification
 from referencing.exceptions import Unresolvable
-from referencing.jsonschema import DRAFT202012
+from referencing.jsonschema import DRAFT202012, specification_with
 
 from .keypath import parents
 from .masking import (
@@ -151,32 +156,6 @@ def _group_required(node: Mapping[str, Any]) -> bool:
     return False
 
 
-def _iter_refs(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
-    if isinstance(node, Mapping):
-        for k, v in node.items():
-            if k == "$ref" and isinstance(v, str):
-                yield path + (k,), v
-            else:
-                yield from _iter_refs(v, path + (k,))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _iter_refs(v, path + (i,))
-
-
-def _bad_refs(base: str, doc: Any, path: str,
-              positions: Mapping[DocPath, Position]) -> list[Problem]:
-    """`$ref`s that are not URI references at all (`http://[::1`): a positioned problem, where
-    resolving them would raise."""
-    problems = []
-    for rpath, ref in _iter_refs(doc):
-        try:
-            urljoin(base, ref)
-        except ValueError as exc:
-            problems.append(_problem_at(path, positions, rpath, "schema-ref",
-                                        f"$ref {ref!r} is not a URI reference ({exc})"))
-    return problems
-
-
 # ---------------------------------------------------------------------------------------------
 # patterns: where a schema writes them, and whether RE2 can evaluate them
 
@@ -209,19 +188,26 @@ def _json_patterns(node: Any, path: DocPath = ()) -> Iterator[tuple[DocPath, str
             yield from _json_patterns(v, here)
 
 
-def _compact_patterns(node: Mapping[str, Any], path: DocPath = ()) -> Iterator[tuple[DocPath, str]]:
-    """Every pattern of a compact schema: leaves' `pattern`, and inside their `items`."""
+def compact_leaves(node: Mapping[str, Any], path: DocPath = (),
+                   ) -> Iterator[tuple[DocPath, Mapping[str, Any]]]:
+    """Every leaf of a compact schema with its path: what the compact walks look inside."""
     for name, child in node.items():
         if not isinstance(child, Mapping):
             continue
         here = path + (name,)
         if _is_compact_leaf(child):
-            if isinstance(child.get("pattern"), str):
-                yield here + ("pattern",), child["pattern"]
-            if isinstance(child.get("items"), Mapping):
-                yield from _json_patterns(child["items"], here + ("items",))
+            yield here, child
         else:
-            yield from _compact_patterns(child, here)
+            yield from compact_leaves(child, here)
+
+
+def _compact_patterns(node: Mapping[str, Any]) -> Iterator[tuple[DocPath, str]]:
+    """Every pattern of a compact schema: leaves' `pattern`, and inside their `items`."""
+    for here, leaf in compact_leaves(node):
+        if isinstance(leaf.get("pattern"), str):
+            yield here + ("pattern",), leaf["pattern"]
+        if isinstance(leaf.get("items"), Mapping):
+            yield from _json_patterns(leaf["items"], here + ("items",))
 
 
 def pattern_message(exc: PatternError) -> str:
@@ -232,6 +218,27 @@ def pattern_message(exc: PatternError) -> str:
     return f"invalid regular expression {exc.pattern!r}: {exc.reason}"
 
 
+def _regex_format(instance: object) -> bool:
+    """`format: regex` as gitconf evaluates patterns: RE2 must take it, in linear time (a
+    PatternError says why not). Python's `re`, the default check, would let `(a)\\1` pass."""
+    if isinstance(instance, str):
+        compile_pattern(instance)
+    return True
+
+
+COMPACT_FORMATS = FormatChecker(formats=())
+COMPACT_FORMATS.checks("regex", raises=PatternError)(_regex_format)
+
+
+@cache
+def compact_meta_validator() -> Validator:
+    """The compact meta-schema as gitconf applies it: with `format: regex` asserted (by RE2),
+    so a compact schema it accepts compiles to a valid JSON Schema whose patterns gitconf can
+    evaluate. Tests and tools that ask "is this compact schema valid?" use this one."""
+    return Draft202012Validator(packaged_schema("compact-schema.json"),
+                                format_checker=COMPACT_FORMATS)
+
+
 def _pattern_problems(file: str, positions: Mapping[DocPath, Position],
                       found: Iterable[tuple[DocPath, str]]) -> list[Problem]:
     problems = []
@@ -240,6 +247,210 @@ def _pattern_problems(file: str, positions: Mapping[DocPath, Position],
             compile_pattern(pattern)
         except PatternError as exc:
             problems.append(_problem_at(file, positions, where, "schema", pattern_message(exc)))
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# references: where a schema writes them, and whether the validator can follow them
+
+
+@dataclass(frozen=True)
+class _RefSite:
+    """A `$ref` / `$dynamicRef` (or an `$id`, which moves the base of those below it) where a
+    schema writes it. `scopes` are the subschemas with an id between the root and the site,
+    outermost first: the validator resolves the reference against the base they set."""
+
+    path: DocPath
+    keyword: str
+    value: str
+    holder: Mapping[str, Any]  # the subschema that writes it
+    scopes: tuple[Mapping[str, Any], ...] = ()
+
+
+_REF_KEYWORDS = ("$ref", "$dynamicRef")
+_ID_KEYWORDS = ("$id", "id")  # `id`: drafts 3 and 4
+
+
+def _json_ref_sites(node: Any, path: DocPath = (),
+                    scopes: tuple[Mapping[str, Any], ...] = ()) -> Iterator[_RefSite]:
+    """The references of a JSON Schema, where a subschema can stand: names under `properties`
+    / `$defs` and data (`enum`, `default`, ...) are not mistaken for keywords, so a default
+    value holding a `"$ref"` key is left alone, as the validator leaves it."""
+    if isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _json_ref_sites(item, path + (i,), scopes)
+        return
+    if not isinstance(node, Mapping):
+        return
+    if path and any(k in node for k in _ID_KEYWORDS):
+        scopes = (*scopes, node)
+    for k, v in node.items():
+        here = path + (k,)
+        if k in (*_REF_KEYWORDS, *_ID_KEYWORDS) and isinstance(v, str):
+            yield _RefSite(here, k, v, node, scopes)
+        elif k in (*_NAMED_SUBSCHEMAS, "patternProperties") and isinstance(v, Mapping):
+            for name, sub in v.items():
+                yield from _json_ref_sites(sub, here + (name,), scopes)
+        elif k not in _DATA_KEYWORDS:
+            yield from _json_ref_sites(v, here, scopes)
+
+
+def _compact_ref_sites(node: Mapping[str, Any]) -> Iterator[_RefSite]:
+    """The references of a compact schema: leaves' `$ref`, and those inside their `items`."""
+    for here, leaf in compact_leaves(node):
+        if isinstance(leaf.get("$ref"), str):
+            yield _RefSite(here + ("$ref",), "$ref", leaf["$ref"], leaf)
+        if isinstance(leaf.get("items"), Mapping):
+            yield from _json_ref_sites(leaf["items"], here + ("items",))
+
+
+def _ref_sites(doc: Mapping[str, Any]) -> list[_RefSite]:
+    return list(_compact_ref_sites(doc) if is_compact(doc) else _json_ref_sites(doc))
+
+
+def _bad_refs(sites: Iterable[_RefSite], path: str,
+              positions: Mapping[DocPath, Position]) -> list[Problem]:
+    """References and ids that are not URI references at all (`http://[::1`): a positioned
+    problem, where resolving them (or anything below an id) would raise."""
+    problems = []
+    for site in sites:
+        try:
+            urlsplit(site.value)
+        except ValueError as exc:
+            problems.append(_problem_at(path, positions, site.path, "schema-ref",
+                                        f"{site.keyword} {site.value!r} is not a URI reference "
+                                        f"({exc})"))
+    return problems
+
+
+def _own_refs(sites: Iterable[_RefSite], base: str, path: str,
+              positions: Mapping[DocPath, Position]) -> list[Problem]:
+    """A compact schema is compiled before it is used, so a `$ref` into the compact schema
+    itself (`#/a`, `schema.yaml#/a`) would be looked up in a document its author never wrote:
+    refused at the `$ref`, with where shared definitions go instead."""
+    problems = []
+    for site in sites:
+        if site.keyword in _REF_KEYWORDS and not site.scopes and _target(base, site.value) == base:
+            problems.append(_problem_at(
+                path, positions, site.path, "schema-ref",
+                f"$ref {site.value!r} points into this compact schema, which is compiled to "
+                "JSON Schema before use; put shared definitions in a file under schemas/ and "
+                "$ref that (../schemas/common.yaml#/$defs/port)"))
+    return problems
+
+
+def _target(base: str, ref: str) -> str:
+    """The document a reference names, as `referencing` computes it."""
+    return base if ref.startswith("#") else urldefrag(urljoin(base, ref)).url
+
+
+def _id_of(spec: Specification[Any], node: Any) -> str | None:
+    """The id a subschema gives itself under `spec` (None for none, or for an `id` that is not
+    a string, which is no subschema's id)."""
+    try:
+        found = spec.create_resource(node).id()
+    except (AttributeError, TypeError):
+        return None
+    return found if isinstance(found, str) else None
+
+
+def _lookup(resolver: Any, ref: str) -> Any:
+    """`resolver.lookup(ref)`, or None. Beyond `Unresolvable`, `referencing` raises ValueError
+    or TypeError for a pointer through a list or a scalar (`#/required/x`); the validator would
+    raise the same while validating, so all of them mean "cannot be followed"."""
+    try:
+        return resolver.lookup(ref)
+    except (Unresolvable, LookupError, ValueError, TypeError, AttributeError):
+        return None
+
+
+@dataclass
+class _RefWalk:
+    """Follows references the way the validator will: from the same root resolver, moved by
+    the same ids, with the same dialect (`spec`)."""
+
+    root: Any  # the root resolver
+    base: str  # its base URI
+    spec: Specification[Any]
+    dialect: Any  # the validator class that will evaluate what a reference reaches
+    done: set[int] = field(default_factory=set)  # subschemas known not to loop
+
+    def problem(self, site: _RefSite) -> str | None:
+        """Why the validator could not follow `site`, or None."""
+        resolver, base = self.root, self.base
+        for scope in site.scopes:
+            sid = _id_of(self.spec, scope)
+            if sid is not None:
+                resolver, base = resolver.in_subresource(self.spec.create_resource(scope)), \
+                    urljoin(base, sid)
+        kw, ref = site.keyword, site.value
+        resolved = _lookup(resolver, ref)
+        if resolved is None:
+            target = urljoin(base, ref)
+            where = target[len(REPO_BASE):] if target.startswith(REPO_BASE) else target
+            return (f"{kw} {ref!r} does not resolve ({where}); refs reach files under schemas/ "
+                    "of this repository")
+        contents = resolved.contents
+        if not isinstance(contents, (Mapping, bool)):
+            return (f"{kw} {ref!r} points at {type(contents).__name__} "
+                    f"{_short(repr(contents))}, which is not a schema")
+        verdict = _meta_verdict(contents, self.dialect) if isinstance(contents, Mapping) \
+            else None
+        if verdict is not None:  # a data value (`default: {type: 5}`) is no schema either
+            return f"{kw} {ref!r} points at an invalid JSON Schema: {_short(verdict[1])}"
+        if self.loops(contents, resolved.resolver, frozenset({id(site.holder)})):
+            return (f"{kw} {ref!r} leads back to itself without descending into the value (through "
+                    "$ref, allOf, anyOf, oneOf, not, if/then/else): it would never end")
+        return None
+
+    def loops(self, node: Any, resolver: Any, stack: frozenset[int]) -> bool:
+        """Whether the subschemas applied to the same value as `node` (its references and
+        in-place applicators) reach one already on `stack`: validation would recurse forever.
+        Past 100 in-place levels is counted as a loop (Python's stack would not last)."""
+        if not isinstance(node, Mapping) or id(node) in self.done:
+            return False
+        if id(node) in stack or len(stack) > 100:
+            return True
+        stack = stack | {id(node)}
+        for kw in _REF_KEYWORDS:
+            if isinstance(node.get(kw), str):
+                resolved = _lookup(resolver, node[kw])
+                if resolved is not None and self.loops(resolved.contents, resolved.resolver,
+                                                       stack):
+                    return True
+        for sub in _in_place_subschemas(node):
+            sid = _id_of(self.spec, sub)
+            inner = resolver if sid is None else \
+                resolver.in_subresource(self.spec.create_resource(sub))
+            if self.loops(sub, inner, stack):
+                return True
+        self.done.add(id(node))
+        return False
+
+
+def _in_place_subschemas(node: Mapping[str, Any]) -> list[Any]:
+    """The subschemas a validator applies to the value `node` is applied to."""
+    subs: list[Any] = [node.get(kw) for kw in ("not", "if", "then", "else")]
+    for kw in ("allOf", "anyOf", "oneOf"):
+        if isinstance(node.get(kw), list):
+            subs += node[kw]
+    if isinstance(node.get("dependentSchemas"), Mapping):
+        subs += list(node["dependentSchemas"].values())
+    return subs
+
+
+def _follow_refs(sites: Iterable[_RefSite], walk: _RefWalk, path: str,
+                 positions: Mapping[DocPath, Position]) -> list[Problem]:
+    """Every reference followed as the validator will follow it: one that does not resolve,
+    lands on something that is no schema (a number, a list, a default value), or loops back to
+    itself is a positioned problem here instead of a traceback (or endless recursion) while
+    validating."""
+    problems = []
+    for site in sites:
+        if site.keyword in _REF_KEYWORDS:
+            message = walk.problem(site)
+            if message is not None:
+                problems.append(_problem_at(path, positions, site.path, "schema-ref", message))
     return problems
 
 
@@ -433,11 +644,9 @@ class _SecretWalk:
         if not isinstance(node, Mapping) or depth > 32:
             return
         if isinstance(node.get("$ref"), str):
-            try:
-                resolved = res.lookup(node["$ref"])
+            resolved = _lookup(res, node["$ref"])
+            if resolved is not None:
                 self.walk(resolved.contents, path, depth + 1, resolved.resolver, collapse)
-            except Unresolvable:
-                pass
         if path and node.get("writeOnly") is True:
             self.found.add(path)
         for kw in ("allOf", "anyOf", "oneOf"):
@@ -516,6 +725,14 @@ class ServiceSchema:
         return self.secret_keys.matched(keys)
 
 
+# Compiled schemas without problems, shared by every `SchemaSet` of this process: the daemon
+# builds a set per pass, and a one-key commit should not compile its service's schema again.
+# Keyed by the schema's content, `unknown_keys` and, when it has `$ref`s, what they resolve to
+# and the content of the shared schemas (the same inputs give the same validator).
+_ACROSS_SETS: dict[tuple[str, ...], ServiceSchema] = {}
+_ACROSS_MAX = 512
+
+
 class SchemaSet:
     """The shared `schemas/` resources of one repository plus a validator per service."""
 
@@ -524,11 +741,13 @@ class SchemaSet:
         self.shared: dict[str, Any] = {}  # uri -> document
         self.unknown_keys = str((settings or {}).get("unknown_keys", "error"))
         self._rs_registry: Any = None
-        self._compiled: dict[tuple[str, tuple[str, ...]], ServiceSchema] = {}
+        self._compiled: dict[tuple[str, ...], ServiceSchema] = {}
+        self._shared_key: str | None = None  # digest of `shared`, for `_ACROSS_SETS`
 
     def add_shared(self, path: str, doc: Any) -> None:
         uri = repo_uri(path)
         self.shared[uri] = doc
+        self._shared_key = None
         resource = Resource.from_contents(doc, default_specification=DRAFT202012)
         self.registry = self.registry.with_resource(uri, resource)
         if isinstance(doc, Mapping) and isinstance(doc.get("$id"), str):
@@ -536,9 +755,21 @@ class SchemaSet:
 
     def check_shared(self, path: str, doc: Any, positions: Mapping[DocPath, Position],
                      ) -> list[Problem]:
+        """A shared schema is entered by its path (`../schemas/common.yaml#/$defs/port`), so its
+        references are followed from there."""
+        sites = list(_json_ref_sites(doc))
+        bad = _bad_refs(sites, path, positions)
+        if bad:
+            return bad
         patterns = _pattern_problems(path, positions, _json_patterns(doc))
+        spec, dialect = DRAFT202012, Draft202012Validator
+        if isinstance(doc, Mapping) and isinstance(doc.get("$schema"), str):
+            spec = specification_with(doc["$schema"], default=DRAFT202012)
+            dialect = validator_for(doc, default=Draft202012Validator)
+        base = repo_uri(path)
+        walk = _RefWalk(self.registry.resolver(base_uri=base), base, spec, dialect)
         return (patterns or _check_schema(doc, path, positions)) + \
-            self._check_refs(doc, path, positions)
+            _follow_refs(sites, walk, path, positions)
 
     def compile(self, service: str, path: str, doc: Any, positions: Mapping[DocPath, Position],
                 compact_meta: Validator) -> tuple[ServiceSchema | None, list[Problem]]:
@@ -551,32 +782,58 @@ class SchemaSet:
             return None, [_problem_at(path, positions, ("$schema",), "schema",
                                       "$schema must be the URI of a JSON Schema dialect")]
         base = repo_uri(path)
-        bad = _bad_refs(base, doc, path, positions)
+        sites = _ref_sites(doc)
+        bad = _bad_refs(sites, path, positions)
         if bad:
             return None, bad
-        key = (_digest(doc), tuple(sorted(urljoin(base, ref) for _, ref in _iter_refs(doc))))
-        shared = self._compiled.get(key)
+        refs = tuple(sorted(urljoin(base, site.value) for site in sites
+                            if site.keyword in _REF_KEYWORDS))
+        key = (_digest(doc), self.unknown_keys, *refs)
+        wide = (*key, self._shared_digest()) if refs else key
+        shared = self._compiled.get(key) or _ACROSS_SETS.get(wide)
         if shared is not None:
             return replace(shared, service=service, file=path,
                            compiled={**shared.compiled, "$id": base}), []
-        result, problems = self._compile(service, path, doc, positions, compact_meta)
+        result, problems = self._compile(service, path, doc, positions, compact_meta, sites)
         if result is not None:
             self._compiled[key] = result
+            if not problems:
+                if len(_ACROSS_SETS) >= _ACROSS_MAX:
+                    _ACROSS_SETS.clear()
+                _ACROSS_SETS[wide] = result
         return result, problems
 
+    def _shared_digest(self) -> str:
+        if self._shared_key is None:
+            self._shared_key = _digest(self.shared)
+        return self._shared_key
+
     def _compile(self, service: str, path: str, doc: Mapping[str, Any],
-                 positions: Mapping[DocPath, Position],
-                 compact_meta: Validator) -> tuple[ServiceSchema | None, list[Problem]]:
+                 positions: Mapping[DocPath, Position], compact_meta: Validator,
+                 sites: list[_RefSite]) -> tuple[ServiceSchema | None, list[Problem]]:
+        """Check, compile, and follow every reference from the compiled root exactly as the
+        validator will (its dialect, its root id), so a reference it could not follow is a
+        positioned problem now rather than a traceback while validating."""
         compact = is_compact(doc)
         compiled, problems = _checked(doc, path, positions, compact_meta, compact)
         if compiled is None:
             return None, problems
-        problems = self._check_refs(doc, path, positions)
+        base = repo_uri(path)
+        if compact:
+            problems = _own_refs(sites, base, path, positions)
+            if problems:
+                return None, problems
+        compiled.setdefault("$id", base)
+        cls = validator_for(compiled, default=Draft202012Validator)
+        spec = specification_with(cls.ID_OF(cls.META_SCHEMA) or "urn:unknown-dialect",
+                                  default=Specification.OPAQUE)
+        root = spec.create_resource(compiled)
+        walk = _RefWalk(self.registry.resolver_with_root(root), root.id() or "", spec, cls)
+        problems = _follow_refs(sites, walk, path, positions)
         if problems:
             return None, problems
-        compiled.setdefault("$id", repo_uri(path))
-        cls = _linear_validator_class(validator_for(compiled, default=Draft202012Validator))
-        validator = cls(compiled, registry=self.registry, format_checker=FormatChecker())
+        validator = _linear_validator_class(cls)(compiled, registry=self.registry,
+                                                 format_checker=FormatChecker())
         return ServiceSchema(service, path, compiled, validator, self._secrets(compiled),
                              self._fast_validator(compiled), compact, self.unknown_keys), []
 
@@ -597,23 +854,6 @@ class SchemaSet:
         except Exception:  # a schema it cannot compile: python-jsonschema alone decides
             return None
 
-    def _check_refs(self, doc: Any, path: str,
-                    positions: Mapping[DocPath, Position]) -> list[Problem]:
-        problems = []
-        base = repo_uri(path)
-        own = Resource.from_contents(doc, default_specification=DRAFT202012)
-        resolver = self.registry.with_resource(base, own).resolver(base_uri=base)
-        for rpath, ref in _iter_refs(doc):
-            try:
-                resolver.lookup(ref)
-            except Unresolvable:
-                target = urljoin(base, ref)
-                where = target[len(REPO_BASE):] if target.startswith(REPO_BASE) else target
-                problems.append(_problem_at(path, positions, rpath, "schema-ref",
-                                            f"$ref {ref!r} does not resolve ({where}); refs reach "
-                                            "files under schemas/ of this repository"))
-        return problems
-
     def _secrets(self, compiled: Mapping[str, Any]) -> SecretKeys:
         """Secret keys (`writeOnly`), by flattened key or by pattern rule, following `$ref`s."""
         base = str(compiled.get("$id", REPO_BASE))
@@ -633,13 +873,15 @@ def _checked(doc: Mapping[str, Any], path: str, positions: Mapping[DocPath, Posi
     if compact:
         problems = [_problem_at(path, positions, tuple(e.absolute_path), "schema",
                                 _meta_message(e))
-                    for e in compact_meta.iter_errors(doc)]
-        problems = problems or _pattern_problems(path, positions, _compact_patterns(doc))
+                    for e in compact_meta.iter_errors(doc) if not _is_regex_format(e)]
+        # `format: regex` (asserted by `compact_meta_validator()`) is RE2's to judge: here, at
+        # the pattern itself, in the words of docs/schemas.md, for any meta-validator given
+        problems += _pattern_problems(path, positions, _compact_patterns(doc))
         if problems:
             return None, problems
         compiled = compile_compact(doc)
-        # a meta-valid compact leaf can still compile to an invalid JSON Schema (`min: -1` on
-        # a string is a negative minLength): report it at the leaf, in the compact file
+        # the meta-schema checks each leaf (and `items` against Draft 2020-12); should anything
+        # still compile to an invalid JSON Schema, it is reported at the leaf, in the compact file
         verdict = _meta_verdict(compiled)
         if verdict is not None:
             where = tuple(p for p in verdict[0] if p != "properties")
@@ -658,14 +900,14 @@ def _digest(doc: Any) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _meta_verdict(doc: Any) -> tuple[tuple[Any, ...], str] | None:
-    """None when `doc` is a valid JSON Schema, else where and why not; remembered by content.
-    Formats are checked too (`format: regex` is how a meta-schema says a pattern must be a
-    regular expression)."""
-    digest = _digest(doc)
+def _meta_verdict(doc: Any, dialect: Any = None) -> tuple[tuple[Any, ...], str] | None:
+    """None when `doc` is a valid JSON Schema (of `dialect`, a validator class; by default its
+    own `$schema`'s), else where and why not; remembered by content. Formats are not asserted
+    here: patterns are RE2's to judge (`_pattern_problems`)."""
+    digest = _digest(doc) + (dialect.__name__ if dialect is not None else "")
     if digest not in _META_VERDICTS:
-        cls = validator_for(doc, default=Draft202012Validator) if isinstance(doc, Mapping) \
-            else Draft202012Validator
+        cls = dialect or (validator_for(doc, default=Draft202012Validator)
+                          if isinstance(doc, Mapping) else Draft202012Validator)
         try:
             cls.check_schema(doc, format_checker=None)
             _META_VERDICTS[digest] = None
@@ -685,6 +927,10 @@ def _check_schema(doc: Any, path: str,
     where, message = verdict
     return [_problem_at(path, positions, where, "schema",
                         f"invalid JSON Schema: {_short(message)}")]
+
+
+def _is_regex_format(error: Any) -> bool:
+    return bool(error.validator == "format" and error.validator_value == "regex")
 
 
 def _meta_message(error: Any) -> str:
@@ -793,13 +1039,20 @@ def validate_values(schema: ServiceSchema, values: Mapping[str, JSON],
     unit = _Unit(schema, values, positions, groups or {}, default_file)
     problems: list[Problem] = []
     required_seen: dict[DocPath, int] = {}
-    for error in schema.validator.iter_errors(doc):
-        if schema.compact and _is_unknown_key_error(error):
-            problems.extend(_unknown_key_problems(unit, error))
-        elif error.validator == "required":
-            problems.extend(_required_problem(unit, error, required_seen))
-        else:
-            problems.append(_value_problem(unit, error))
+    try:
+        for error in schema.validator.iter_errors(doc):
+            if schema.compact and _is_unknown_key_error(error):
+                problems.extend(_unknown_key_problems(unit, error))
+            elif error.validator == "required":
+                problems.extend(_required_problem(unit, error, required_seen))
+            else:
+                problems.append(_value_problem(unit, error))
+    except Unresolvable as exc:
+        # compile() follows every reference it finds; one reached only while validating (an
+        # `$id` in a shared schema moving its base) still fails the unit, never the process
+        problems.append(Problem(schema.file, 1, 1, "schema-ref",
+                                f"$ref {_short(str(exc.ref))!r} of this schema (or of a schema "
+                                "it refers to) does not resolve while validating"))
     problems.sort(key=lambda p: (p.file, p.line, p.column))
     return problems
 

@@ -22,12 +22,11 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.internal.conjecture import utils as conjecture_utils
 from hypothesis_jsonschema import from_schema
-from jsonschema import Draft202012Validator
 
 from gitconf import safeyaml
 from gitconf.model import Problem
 from gitconf.repo_format import MAX_KEY_BYTES, MAX_VALUE_BYTES, load_values
-from gitconf.schema import SchemaSet, ServiceSchema, compile_compact, packaged_schema
+from gitconf.schema import SchemaSet, ServiceSchema, compact_meta_validator, compile_compact
 from gitconf.schema import validate_values as schema_validate_values
 from gitconf.trees import Refused
 from gitconf.validation import validate_tree
@@ -277,20 +276,24 @@ def test_validate_repository_with_fuzzed_schema(data: st.DataObject) -> None:
     _check_report(_repo(data, data.draw(_compact(SAFE_LEAF))))
 
 
-# the crash families found by this fuzzer (each pinned with its minimal input below)
-UNSAFE_PATTERN = st.sampled_from(["(", "a{99999999999}", "[z-a]", "*", "(?P<x>a)(?P<x>b)"])
-UNSAFE_REF = st.sampled_from(["http://[::1", "#/a"])
-UNSAFE_ITEMS = st.sampled_from([{"type": 5}, {"pattern": "("}])
+# the crash families found by this fuzzer (each pinned with its minimal input below); a
+# wider local hunt: HYPOTHESIS_PROFILE=fuzz pytest tests/unit/test_fuzz.py -k crash_families
+UNSAFE_PATTERN = st.sampled_from(["(", "a{99999999999}", "[z-a]", "*", "(?P<x>a)(?P<x>b)",
+                                  "(a)\\1"])
+UNSAFE_REF = st.sampled_from(["http://[::1", "#/a", "#", "schema.yaml#/a", "#/required/x",
+                              "../schemas/common.yaml#/$defs/port/minimum"])
+UNSAFE_ITEMS = st.sampled_from([{"type": 5}, {"pattern": "("}, {"$ref": "#/a"},
+                                {"$id": "http://[::1"}, {"$dynamicRef": "#/x"},
+                                {"allOf": [{"$ref": "#"}]}, {"minLength": -1}])
 UNSAFE_LEAF = st.one_of(
     st.fixed_dictionaries({"type": st.just("string"), "pattern": UNSAFE_PATTERN}),
     st.fixed_dictionaries({"$ref": UNSAFE_REF}),
     st.fixed_dictionaries({"type": st.just("array"), "items": UNSAFE_ITEMS}),
+    st.fixed_dictionaries({"type": st.sampled_from(["string", "array", "object"]),
+                           "min": st.sampled_from([-1, 1.5])}),
 )
 
 
-@pytest.mark.xfail(strict=True, raises=Exception,
-                   reason="fuzzed schemas crash validate_tree (bad regex, huge repeat, bad "
-                          "$ref URL, $ref into the compact form, bad items): lead")
 @settings(phases=[Phase.explicit, Phase.generate], report_multiple_bugs=False)
 @given(st.data())
 def test_validate_repository_with_fuzzed_schema_including_crash_families(
@@ -308,7 +311,7 @@ def test_validate_repository_with_fuzzed_schema_including_crash_families(
 # ---------------------------------------------------------------------------------------------
 # (d) values generated from the example repository's schemas are valid
 
-COMPACT_META = Draft202012Validator(packaged_schema("compact-schema.json"))
+COMPACT_META = compact_meta_validator()
 
 # hypothesis-jsonschema 0.23.1 drives `many` with `.more()`, which newer Hypothesis (6.170)
 # replaced by iteration; this adapter keeps it working until it is updated
@@ -410,13 +413,15 @@ def test_generated_values_validate(service: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# crashes found by fuzzing, each with its minimal input (strict xfail: flips when fixed)
+# crashes found by fuzzing (and by reading the code they led to), each with its minimal input
 
 SCHEMA = "svc/schema.yaml"
+JSON_SCHEMA = "svc/schema.json"
 
 
-def _report_of(schema: tuple[str, bytes], values: bytes) -> list[tuple[str, str, int]]:
-    tree = Tree({schema[0]: schema[1], "svc/prod.yaml": values})
+def _report_of(schema: tuple[str, bytes], values: bytes,
+               shared: dict[str, bytes] | None = None) -> list[tuple[str, str, int]]:
+    tree = Tree({schema[0]: schema[1], "svc/prod.yaml": values, **(shared or {})})
     return [(p.code, p.file, p.line) for p in validate_tree(tree).problems]
 
 
@@ -441,9 +446,6 @@ def test_regression_ref_not_a_url() -> None:
     assert [c for c, _, _ in _report_of(schema, b"a: x\n")] == ["schema-ref"]
 
 
-@pytest.mark.xfail(strict=True, raises=Exception,
-                   reason="a local $ref in a compact schema is checked against the compact "
-                          "document but resolved in the compiled one (PointerToNowhere): lead")
 def test_regression_local_ref_in_compact_schema() -> None:
     schema = (SCHEMA, b"a: {$ref: '#/a', type: string}\n")
     found = _report_of(schema, b"a: x\n")
@@ -461,9 +463,119 @@ def test_regression_json_fallback_long_integer() -> None:
     assert [c for c, _, _ in _report_of(schema, b"a: 1\n")] == ["not-json"]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="JSON files parse 1e400 to inf without a problem (_fast_json): the "
-                          "value (or a schema bound) is not JSON: lead")
 def test_regression_json_number_out_of_range() -> None:
     loaded = load_values("svc/values.json", b'{"a": 1e400}')
     assert [p.code for p in loaded.problems] == ["not-json"]
+
+
+@pytest.mark.parametrize("ref", ["#/a", "#", "#/properties/x", "schema.yaml#/x",
+                                 "../svc/schema.yaml"])
+def test_regression_ref_into_the_compact_schema_is_refused_at_the_ref(ref: str) -> None:
+    # the compact form is compiled before use: no pointer into it means what its author sees
+    schema = (SCHEMA, f"x: {{type: string}}\na: {{$ref: '{ref}'}}\n".encode())
+    assert _report_of(schema, b"a: x\n") == [("schema-ref", SCHEMA, 2)]
+
+
+def test_regression_local_ref_inside_compact_items() -> None:
+    schema = (SCHEMA, b"x: {type: string}\na: {type: array, items: {$ref: '#/x'}}\n")
+    assert _report_of(schema, b"a: [x]\n") == [("schema-ref", SCHEMA, 2)]
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        # resolved against the schema's own $id (as the validator does), not the file
+        '{"$id": "https://example.com/s", "type": "object",\n'
+        ' "properties": {"a": {"$ref": "../schemas/common.yaml#/$defs/port"}}}',
+        '{"type": "object",\n "properties": {"a": {"$dynamicRef": "#/nope"}}}',
+        # `referencing` raises ValueError / TypeError for these, not Unresolvable
+        '{"type": "object", "required": ["a"],\n "properties": {"a": {"$ref": "#/required/x"}}}',
+        '{"type": "object", "properties": {"b": {"minimum": 1},\n'
+        ' "a": {"$ref": "#/properties/b/minimum/x"}}}',
+        # lands on something that is no schema: a list, a default value
+        '{"type": "object", "required": ["a"],\n "properties": {"a": {"$ref": "#/required"}}}',
+        '{"type": "object", "properties": {"b": {"default": {"type": 5}},\n'
+        ' "a": {"$ref": "#/properties/b/default"}}}',
+        '{"type": "object",\n "properties": {"a": {"$id": "http://[::1", "type": "string"}}}',
+        # loops that never descend into the value: endless recursion
+        '{"type": "object", "required": ["z"],\n "$ref": "#"}',
+        '{"type": "object", "required": ["z"],\n "properties": {"a": {"allOf": '
+        '[{"$ref": "#/properties/a"}]}}}',
+    ],
+)
+def test_regression_json_schema_ref_the_validator_cannot_follow(schema: str) -> None:
+    shared = {"schemas/common.yaml": COMMON}
+    assert _report_of((JSON_SCHEMA, schema.encode()), b"a: 1\n", shared) == \
+        [("schema-ref", JSON_SCHEMA, 2)]
+
+
+def test_regression_ref_loop_in_a_shared_schema() -> None:
+    shared = {"schemas/common.yaml": b"$defs:\n  x: {type: string}\n"
+                                     b"  loop: {anyOf: [{$ref: '#/$defs/loop'}]}\n"}
+    schema = (SCHEMA, b"a: {$ref: '../schemas/common.yaml#/$defs/loop'}\n")
+    found = _report_of(schema, b"a: x\n", shared)
+    assert ("schema-ref", "schemas/common.yaml", 3) in found
+    assert ("schema-ref", SCHEMA, 1) in found
+
+
+def test_recursive_schemas_that_descend_are_not_loops() -> None:
+    tree = ('{"type": "object", "properties": {"t": {"$ref": "#/$defs/tree"}},\n'
+            ' "$defs": {"tree": {"type": "object", "properties": {"kids": {"type": "array",\n'
+            ' "items": {"$ref": "#/$defs/tree"}}}}}}')
+    assert _report_of((JSON_SCHEMA, tree.encode()), b"t: {kids: [{kids: []}]}\n") == []
+    assert _report_of((JSON_SCHEMA, tree.encode()), b"t: {kids: [{kids: 1}]}\n") == \
+        [("schema", "svc/prod.yaml", 1)]
+
+
+def test_regression_ref_reached_only_while_validating_fails_the_unit() -> None:
+    # compile() follows the service's own references; one inside a shared schema entered by
+    # its $id moves to that base, and resolves only there
+    shared = {"schemas/common.yaml": b"$id: 'https://example.com/common'\n$defs:\n"
+                                     b"  port: {type: object, properties: {p: {$ref: o.yaml}}}\n",
+              "schemas/o.yaml": b"type: integer\n"}
+    schema = (SCHEMA, b"a: {$ref: 'https://example.com/common#/$defs/port'}\n")
+    assert _report_of(schema, b"a: {p: x}\n", shared) == [("schema-ref", SCHEMA, 1)]
+
+
+@pytest.mark.parametrize(
+    ("raw", "where"),
+    [
+        (b'{"a": -1e400}', (1, 7)),
+        (b'{"a":\n  [1, 2.5E+999]}', (2, 7)),
+        (b'{"a": NaN}', (1, 7)),
+        (b'{"a": -Infinity}', (1, 7)),
+        (b'\t{"a": 1e400}', (1, 8)),  # a tab YAML refuses (as indentation): the same rules
+    ],
+)
+def test_regression_json_number_without_a_json_value(raw: bytes, where: tuple[int, int]) -> None:
+    loaded = load_values("svc/values.json", raw)
+    assert [(p.code, p.line, p.column) for p in loaded.problems] == [("not-json", *where)]
+    assert all((p.key or "").startswith("a") for p in loaded.problems)  # `a`, or `a.1`
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"a": 1e5, "b": 25E-2}',  # plain JSON: json.loads
+    b'{"a": 1e5, "b": 25E-2, "c": 1, "c": 1}',  # a duplicate key: the YAML reader
+    b'\t{"a": 1e5, "b": 25E-2}',  # a tab YAML refuses: read with tabs as spaces
+])
+def test_json_numbers_mean_the_same_whichever_reader_reads_them(raw: bytes) -> None:
+    # YAML 1.1 reads a bare `1e5` as the string "1e5"; in a .json file it is JSON's number
+    loaded = load_values("svc/values.json", raw)
+    assert (loaded.values["a"], loaded.values["b"]) == (100000.0, 0.25)
+    assert isinstance(loaded.values["a"], float)
+
+
+def test_regression_duplicate_key_in_json_yaml_cannot_read() -> None:
+    # a tab on a line of its own is indentation to YAML; json.loads kept the last `a` silently
+    loaded = load_values("svc/values.json", b'{"a": 1,\n "a": 2}\n\t\n')
+    assert [(p.code, p.line, p.column) for p in loaded.problems] == [("duplicate-key", 2, 2)]
+
+
+def test_regression_json_schema_bound_out_of_range() -> None:
+    schema = (JSON_SCHEMA, b'{"type": "object",\n "properties": {"a": {"maximum": 1e400}}}')
+    assert _report_of(schema, b"a: 1\n") == [("not-json", JSON_SCHEMA, 2)]
+
+
+def test_problems_in_a_json_schema_yaml_cannot_read_are_positioned() -> None:
+    schema = (JSON_SCHEMA, b'\t{"type": "object",\n "properties": {"a": {"pattern": "("}}}')
+    assert _report_of(schema, b"a: x\n") == [("schema", JSON_SCHEMA, 2)]

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from gitconf.errors import GitError
-from gitconf.trees import RefusedFile
 from gitconf.gitpush import (
     PushRejected,
     Scratch,
@@ -28,6 +27,7 @@ from gitconf.gitsource import (
     start_git,
     version_order,
 )
+from gitconf.trees import RefusedFile
 from tests.helpers import GitRepo, git, make_repo
 
 BRANCH = "gitconf/override/svc/prod"
