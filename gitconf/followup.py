@@ -30,7 +30,6 @@ from .reconcile import PullRequestFate
 from .records import Keys, OverrideRecord, PullRequestRef
 from .repo_format import load_values, merge_base, read_settings
 from .store import Store
-from .yamledit import UNSET as EDIT_UNSET
 from .yamledit import EditError, Unset, apply_edits
 
 log = logging.getLogger("gitconf")
@@ -84,7 +83,7 @@ def edit_branch(scratch: Scratch, record: OverrideRecord, values: Mapping[str, J
     env_values = load_values(path, raw).values
     for key in unset:
         if key in env_values:
-            edits[key] = EDIT_UNSET
+            edits[key] = UNSET
     try:
         edited = apply_edits(text, edits, file=path) if edits else text
     except EditError as exc:

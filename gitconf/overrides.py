@@ -39,11 +39,11 @@ from .records import (
     encode_envelope,
 )
 from .store import Store
+from .yamledit import UNSET, Unset  # one "remove this key" for overrides and file edits
 
 _ATTEMPTS = 5
 _TTL = re.compile(r"^\s*(\d+)\s*(m|h|d|w)\s*$")
 _TTL_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-UNSET: Any = object()  # the value of an `--unset` override
 
 
 def new_id() -> str:
@@ -91,7 +91,7 @@ class KeyEdit:
     """One key an override sets (or removes, when `value is UNSET`)."""
 
     key: str
-    value: Any
+    value: JSON | Unset
 
     @property
     def unset(self) -> bool:
