@@ -623,6 +623,21 @@ def iter_units(tree: Tree, layout: Layout, options: LoadOptions | None = None,
                                   bool(shared_problems), options.encode)
 
 
+def _mark_secret_lines(problems: list[Problem], schema: ServiceSchema | None,
+                       has_schema: bool, unparsed: set[str]) -> list[Problem]:
+    """Which problems' source lines may hold a secret (renderers then hide the value): those
+    at a secret key, and, when the service may have secrets (its schema says so, or it has a
+    schema that did not compile), those at no key in a file that did not parse, where nothing
+    tells which key the line holds (`token: "hunter2` with its quote unclosed)."""
+    may_hold = schema.has_secrets if schema is not None else has_schema
+    if not may_hold:
+        return problems
+    return [replace(p, secret=True)
+            if (p.key and schema is not None and schema.is_secret(p.key))
+            or (p.key is None and p.file in unparsed) else p
+            for p in problems]
+
+
 def _service_units(svc: ServiceFiles, envs: dict[str, str], raw: dict[str, bytes],
                    schemas: SchemaSet, compact_meta: Validator,
                    schemas_out: dict[str, ServiceSchema] | None, shared_broken: bool,
@@ -650,10 +665,9 @@ def _service_units(svc: ServiceFiles, envs: dict[str, str], raw: dict[str, bytes
     for env, path in sorted(envs.items()):
         values = load_values(path, raw[path])
         merged, positions = merge_base(base, values)
-        problems = list(service_problems) + values.problems
-        if schema is not None and schema.has_secrets:
-            problems = [replace(p, secret=True) if p.key and schema.is_secret(p.key) else p
-                        for p in problems]
+        unparsed = {f for f, v in ((path, values), (svc.base, base)) if f and not v.parsed}
+        problems = _mark_secret_lines(list(service_problems) + values.problems, schema,
+                                      bool(svc.schema), unparsed)
         if schema is not None and values.parsed and base.parsed:
             problems.extend(validate_values(schema, merged, positions, path,
                                             groups={**base.groups, **values.groups}))

@@ -190,6 +190,25 @@ def test_secret_values_never_appear_in_any_format(tmp_path: Path) -> None:
     assert problems[0]["key"] == "token" and problems[0]["line"] == 1
 
 
+@pytest.mark.parametrize("file", ["svc/prod.yaml", "svc/_base.yaml"])
+def test_a_syntax_error_on_a_secrets_line_never_quotes_the_secret(tmp_path: Path,
+                                                                   file: str) -> None:
+    """A file that does not parse cannot tell which key a line holds: in a service with
+    secrets, the quoted source line keeps its key and hides the rest."""
+    secret = "hunter2-unclosed"
+    files = {"svc/schema.yaml": "token: {type: string, secret: true}\nport: {type: integer}\n",
+             "svc/prod.yaml": "port: 1\n", file: f'port: 1\ntoken: "{secret}\n'}
+    _write(tmp_path, files)
+    for fmt in ("text", "json", "github"):
+        res = cli("validate", str(tmp_path), "-f", fmt)
+        assert res.exit_code == 1
+        assert secret not in res.stdout + res.stderr, fmt
+    text = cli("validate", str(tmp_path)).stdout
+    assert "yaml-syntax" in text and "2 | token: ***" in text
+    _write(tmp_path, {"svc/schema.yaml": "port: {type: integer}\n"})  # no secrets: line shown
+    assert secret in cli("validate", str(tmp_path)).stdout
+
+
 def test_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
     res = cli("validate", str(tmp_path / "nope"))
     assert res.exit_code == 2
