@@ -41,6 +41,7 @@ from .store import (
     Op,
     PendingTxn,
     RangeResult,
+    Replay,
     TxnResult,
     TxnTooLarge,
     WatchBatch,
@@ -700,14 +701,14 @@ def _progress_is_ordered(version: str) -> bool:
 
 
 def _collect(stream: Any, prefix: bytes, until: int, trust_progress: bool,
-             silence: _Silence | None, subject: str) -> list[KeyEvent] | None:
+             silence: _Silence | None, subject: str) -> Replay | None:
     """Events under `prefix` up to `until` from a watch replaying history, or None. The end
     is known from (a) an event at or past `until` (events arrive in revision order), (b) a
     progress notification at or past `until`, where etcd orders them after the events, or
     (c) a replayed batch sent at a revision past `until` that etcd did not cut short: etcd
     replays every event from the start revision to its current one in one batch of at most
     1000 revisions, and sends nothing when none matched."""
-    changes: list[KeyEvent] = []
+    changes, examined = Replay([]), 0
     for resp in stream:
         if resp.compact_revision:
             return None
@@ -722,6 +723,8 @@ def _collect(stream: Any, prefix: bytes, until: int, trust_progress: bool,
             if not resp.created and trust_progress and resp.header.revision >= until:
                 return changes  # (b)
             continue
+        examined += len(events)
+        changes.examined = examined
         for ev in events:  # one revision's events never span two responses
             kv = ev.kv
             if kv.mod_revision <= until and kv.key.startswith(prefix):

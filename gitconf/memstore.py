@@ -24,6 +24,7 @@ from .store import (
     Op,
     PendingTxn,
     RangeResult,
+    Replay,
     TxnResult,
     TxnTooLarge,
     WatchBatch,
@@ -236,8 +237,9 @@ class MemStore:
         with self._lock:
             if start_revision <= self._data.compacted:
                 return None
-            return [e for e in self._data.history if start_revision <= e.mod_revision
-                    <= until_revision and e.key.startswith(prefix)]
+            walked = [e for e in self._data.history
+                      if start_revision <= e.mod_revision <= until_revision]
+            return Replay([e for e in walked if e.key.startswith(prefix)], len(walked))
 
     def compact(self, revision: int) -> None:
         """Forget the history up to `revision` (etcd's compaction)."""

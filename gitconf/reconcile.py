@@ -454,7 +454,7 @@ class Reconciler:
         prior = last.unconverged_units() if last else set()
         moved = last is not None and last.commit != p.target and bool(p.candidates)
         return Outcome(p.target, p.sel.seen, own, (prior | p.candidates) - converged, drifted,
-                       moved)
+                       moved, p.sel.examined)
 
 
 def _settings_broken(layout: Layout) -> bool:

@@ -25,8 +25,9 @@ from .store import Store
 
 MAX_OWN_INTERVALS = 512
 # A no-op pass writes nothing; but in an etcd other applications write to, the revisions to
-# replay since `seen` would grow without end. Once they pass this many, the no-op pass moves
-# `seen` forward (one small write), so a replay never walks more than this many revisions.
+# replay since `seen` would grow without end. Once they pass this many, or the replay had to
+# look at this many events (other applications' transactions may put hundreds of keys each),
+# the no-op pass moves `seen` forward (one small write), so a replay stays this small.
 ADVANCE_AFTER = 5_000
 
 
@@ -39,6 +40,7 @@ class Selection:
     from_git: set[UnitId] | None = None  # units whose files changed (None: unknown, so all)
     unconverged: set[UnitId] = field(default_factory=set)  # left unequal by earlier runs
     reported: set[UnitId] = field(default_factory=set)  # drift left in place by policy
+    examined: int = 0  # events the replay of etcd's history had to look at
 
     def is_drift(self, unit: UnitId) -> bool:
         """A difference in a unit that Git did not change and that an earlier run left
@@ -87,7 +89,8 @@ def select(source: GitSource, store: Store, keys: Keys, target: str, layout: Lay
         found = _foreign_writes(store, keys, last, first, now)
         if found is None:
             return sel  # history compacted (or unreadable): look at all
-        units |= found
+        units |= found[0]
+        sel.examined = found[1]
     sel.units = units
     return sel
 
@@ -112,12 +115,13 @@ def _changed_by_git(source: GitSource, last: str, target: str, layout: Layout,
 
 
 def _foreign_writes(store: Store, keys: Keys, last: LastApplied, first: int, now: int,
-                    ) -> set[UnitId] | None:
-    """Units touched by someone else's writes in [first, now]. None when etcd's history no
-    longer reaches back that far."""
+                    ) -> tuple[set[UnitId], int] | None:
+    """Units touched by someone else's writes in [first, now], and how many events finding
+    them took. None when etcd's history no longer reaches back that far."""
     changes = store.changes_since(keys.root_b, first, now, scope="auto")
     if changes is None:
         return None
+    examined = getattr(changes, "examined", len(changes))
     units: set[UnitId] = set()
     for ch in changes:
         if last.is_own(ch.mod_revision) or ch.key == keys.last_applied:
@@ -129,7 +133,7 @@ def _foreign_writes(store: Store, keys: Keys, last: LastApplied, first: int, now
         rec = keys.parse_unit_record_key(ch.key)
         if rec is not None and rec[0] in ("units", "pending", "pins", "overrides"):
             units.add(rec[1])
-    return units
+    return units, examined
 
 
 def intervals(revisions: Iterable[int]) -> tuple[tuple[int, int], ...]:
@@ -154,6 +158,7 @@ class Outcome:
     unconverged: set[UnitId]
     drifted: set[UnitId]
     moved: bool  # the pass looked at units of a commit other than the last applied one
+    examined: int = 0  # events the replay looked at (`Selection.examined`)
 
 
 def write_previous(store: Store, keys: Keys, prev: Previous, out: Outcome,
@@ -166,7 +171,7 @@ def write_previous(store: Store, keys: Keys, prev: Previous, out: Outcome,
     if (not out.own and last is not None and not out.moved
             and tuple(sorted(last.unconverged)) == unconverged
             and tuple(sorted(last.drifted)) == drifted
-            and out.seen - last.seen < ADVANCE_AFTER):
+            and out.seen - last.seen < ADVANCE_AFTER and out.examined < ADVANCE_AFTER):
         return 0
     own = intervals(out.own)
     if len(own) > MAX_OWN_INTERVALS:  # too fragmented: re-examine them next time

@@ -65,6 +65,16 @@ class KeyEvent(NamedTuple):
     value: bytes = b""  # what was put (b"" for a delete)
 
 
+class Replay(list[KeyEvent]):
+    """The events `Store.changes_since` found under the prefix, and how many it had to look
+    at to find them (`examined`: a keyspace-wide replay sees other applications' writes too):
+    what a replay cost, which decides when a no-op pass moves its low-water mark."""
+
+    def __init__(self, events: list[KeyEvent], examined: int = 0):
+        super().__init__(events)
+        self.examined = max(examined, len(events))
+
+
 Change = KeyEvent  # its former name; `model.Change` is a planned change, not this
 
 

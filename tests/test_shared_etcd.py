@@ -24,3 +24,24 @@ def test_foreign_traffic_moves_the_low_water_mark_instead_of_growing_the_replay(
     before = store.revision()
     assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
     assert store.revision() == before  # and a no-op apply with little traffic writes nothing
+
+
+def test_batched_foreign_traffic_moves_the_low_water_mark_too(
+        tmp_path: Path, env: dict, store: EtcdStore, keys: Keys, prefix: str) -> None:
+    """Another application's transactions put many keys each: few revisions, many events for
+    a replay to look at. The mark moves when the replay was large, whatever the revisions."""
+    from gitconf.store import wire_put
+
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n"})
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    batches = ADVANCE_AFTER // 100 + 1
+    for i in range(batches):  # 100 puts a transaction: far fewer revisions than ADVANCE_AFTER
+        store.txn_wire([], [wire_put(f"{prefix}-other/b{j}".encode(), f"{i}".encode())
+                            for j in range(100)])
+    seen_before = LastApplied.from_json(store.get(keys.last_applied).value).seen
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    seen_after = LastApplied.from_json(store.get(keys.last_applied).value).seen
+    assert seen_after - seen_before >= batches  # moved past the traffic
+    before = store.revision()
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    assert store.revision() == before
