@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -86,9 +87,14 @@ class DaemonProc:
             return int(exc.code)
 
     def push_hook(self, secret: str | None, ref: str = "refs/heads/main",
-                  event: str = "push", signature: str | None = None) -> int:
-        body = json.dumps({"ref": ref, "after": "0" * 40}).encode()
-        headers = {"X-GitHub-Event": event, "Content-Type": "application/json"}
+                  event: str = "push", signature: str | None = None, form: bool = False,
+                  ) -> int:
+        """A push event as GitHub sends it: JSON, or with `form` its default content type,
+        `application/x-www-form-urlencoded` with the JSON in `payload` (signed as sent)."""
+        doc = json.dumps({"ref": ref, "after": "0" * 40})
+        body = urllib.parse.urlencode({"payload": doc}).encode() if form else doc.encode()
+        kind = "application/x-www-form-urlencoded" if form else "application/json"
+        headers = {"X-GitHub-Event": event, "Content-Type": kind}
         if signature is not None:
             headers["X-Hub-Signature-256"] = signature
         elif secret is not None:

@@ -84,6 +84,12 @@ def test_webhook_push_is_applied_at_once_and_signatures_checked(
         assert d.push_hook(SECRET) == 202
         took = wait_until(lambda: value(store, keys) == 3, timeout=5)
         assert took < 2
+        # GitHub's default content type: a form with the JSON in `payload`, signed as sent
+        assert d.push_hook(SECRET, ref="refs/heads/feature", form=True) == 202
+        assert d.push_hook("wrong-secret", form=True) == 401
+        push(work, {"svc/prod.yaml": "a: 4\n"})
+        assert d.push_hook(SECRET, form=True) == 202
+        assert wait_until(lambda: value(store, keys) == 4, timeout=5) < 2
     finally:
         d.stop()
 

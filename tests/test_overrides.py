@@ -242,3 +242,33 @@ def test_github_down_keeps_the_override_and_marks_the_pull_request_pending(
     doc = res.json()  # type: ignore[attr-defined]
     assert doc["pr_pending"] is True and doc["follow_up"]["pending"] is True
     assert envelope(store, keys, "log_level")["value"] == "error"
+
+
+def test_two_terminals_racing_both_stand_and_share_one_pull_request(
+        setup: Setup, store: EtcdStore, keys: Keys, gh: FakeGitHub) -> None:
+    """Two on-call engineers override two keys of one unit at the same moment, from two
+    processes: both values are live, one override holds both keys, and one pull request
+    carries both edits (the second push is rebuilt on the first)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **setup.env}
+    base = [sys.executable, "-m", "gitconf.cli.main", "override", "payments", "prod"]
+    runs = [subprocess.Popen([*base, key, value, "--reason", f"INC-9: {key}", "-f", "json",
+                              "--repo", str(setup.work)], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+            for key, value in (("database.pool_size", "81"), ("providers.retries", "9"))]
+    outs = [(r.communicate(timeout=120), r.returncode) for r in runs]
+    for (_out, err), code in outs:
+        assert code == 0, err
+    ids = {json.loads(out)["id"] for (out, _), _ in outs}
+    assert len(ids) == 1  # one override of the unit, joined by the second
+    assert envelope(store, keys, "database.pool_size")["value"] == 81
+    assert envelope(store, keys, "providers.retries")["value"] == 9
+    record = json.loads(setup.etcd("overrides", "-f", "json").stdout)  # type: ignore
+    (only,) = record["overrides"]
+    assert sorted(k["key"] for k in only["keys"]) == ["database.pool_size", "providers.retries"]
+    assert [pr.head for pr in gh.pulls.values()] == [BRANCH]
+    text = setup.remote_file(BRANCH, "payments/prod.yaml")
+    assert "pool_size: 81" in text and "retries: 9" in text

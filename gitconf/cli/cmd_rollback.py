@@ -81,7 +81,6 @@ def rollback(
     from ..model import UnitId
     from ..rollback import previous_commit, resolve_units
     from ..rollback import rollback as do_rollback
-    from .render import plan_json, render_apply, render_plan
 
     if to_previous is not None:
         if commit or service or env:
@@ -97,39 +96,60 @@ def rollback(
         assert commit is not None
         target = resolve_units(rec, commit, service, env, head)
         if not target.units:
-            if format is Format.json:
-                out_json({"ref": commit, "commit": target.commit, "deploys": [], "skipped": [],
-                          "failed": []})
-            else:
-                con.print(f"nothing changed since {commit}: no unit to roll back")
+            _nothing_changed(con, commit, target, format)
             return
         planned = do_rollback(rec, target, actor, reason, dry_run=True)
-        if dry_run:
-            if format is Format.json:
-                out_json({**plan_json(planned, show_secrets), "dry_run": True})
-            else:
-                render_plan(con, planned.plan, show_secrets)
-                _summary(con, target, planned, dry_run=True)
+        if not _go_ahead(con, target, planned, dry_run=dry_run, yes=yes, format=format,
+                         show_secrets=show_secrets):
             return
-        if not yes:
-            if not is_terminal():
-                raise UsageError("rollback asks for confirmation: run it from a terminal, or "
-                                 "pass --yes")
-            render_plan(con, planned.plan, show_secrets)
-            _summary(con, target, planned, dry_run=False)
-            if not typer.confirm("Roll back and pin these units?", default=False):
-                con.print("rollback cancelled; nothing written")
-                return
         result = do_rollback(rec, target, actor, reason, max_ops=max_txn_ops)
-    if format is Format.json:
-        out_json(result.as_json())
-    else:
-        pinned = [u for u in target.units if u not in {f for f, _ in result.failed}]
-        render_apply(con, result, notes=[
-            f"pinned {len(pinned)} unit(s) to {target.commit[:12]}; `gitconf unpin SERVICE "
-            "ENV` hands them back to apply"] if pinned else [])
+    _show_rollback(con, target, result, format)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _nothing_changed(con: Console, commit: str, target: RollbackTarget, format: Format) -> None:
+    if format is Format.json:
+        out_json({"ref": commit, "commit": target.commit, "deploys": [], "skipped": [],
+                  "failed": []})
+    else:
+        con.print(f"nothing changed since {commit}: no unit to roll back")
+
+
+def _go_ahead(con: Console, target: RollbackTarget, planned: Result, *, dry_run: bool,
+              yes: bool, format: Format, show_secrets: bool) -> bool:
+    """Show the plan of a dry run (and stop), or ask for confirmation unless --yes."""
+    from .render import plan_json, render_plan
+
+    if dry_run:
+        if format is Format.json:
+            out_json({**plan_json(planned, show_secrets), "dry_run": True})
+        else:
+            render_plan(con, planned.plan, show_secrets)
+            _summary(con, target, planned, dry_run=True)
+        return False
+    if yes:
+        return True
+    if not is_terminal():
+        raise UsageError("rollback asks for confirmation: run it from a terminal, or pass --yes")
+    render_plan(con, planned.plan, show_secrets)
+    _summary(con, target, planned, dry_run=False)
+    if not typer.confirm("Roll back and pin these units?", default=False):
+        con.print("rollback cancelled; nothing written")
+        return False
+    return True
+
+
+def _show_rollback(con: Console, target: RollbackTarget, result: Result, format: Format) -> None:
+    from .render import render_apply
+
+    if format is Format.json:
+        out_json(result.as_json())
+        return
+    pinned = [u for u in target.units if u not in {f for f, _ in result.failed}]
+    render_apply(con, result, notes=[
+        f"pinned {len(pinned)} unit(s) to {target.commit[:12]}; `gitconf unpin SERVICE "
+        "ENV` hands them back to apply"] if pinned else [])
 
 
 def _summary(con: Console, target: RollbackTarget, planned: Result, dry_run: bool) -> None:

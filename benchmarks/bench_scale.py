@@ -1,0 +1,63 @@
+"""Linearity at ten times the reference scale (issue 13), in one run on one etcd: the first
+apply of the reference repository (1,000 services, ~99,000 keys) and of one ten times larger
+(~990,000 keys), then `status` and `diff --full` of each, the small one timed before and after
+the large one (machines drift), with the peak RSS of each command's largest process.
+
+    python benchmarks/bench_scale.py [--services 1000] [--factor 10] [--out benchmarks/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_apply import BIN, RSS, fresh_repo, run
+
+from gitconf.embedded_etcd import EmbeddedEtcd
+
+HERE = Path(__file__).resolve().parent
+
+
+def timed(args: list[str], repo: Path, endpoint: str, prefix: str) -> tuple[float, float]:
+    env = {**os.environ, "GITCONF_ETCD_ENDPOINTS": endpoint, "GITCONF_PREFIX": prefix}
+    res = subprocess.run([sys.executable, "-c", RSS, str(BIN / "gitconf"), *args, "--repo",
+                          str(repo)], env=env, capture_output=True, text=True, check=True)
+    wall, rss = res.stdout.split()
+    return float(wall), int(rss) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--factor", type=int, default=10)
+    ap.add_argument("--out", type=Path, default=HERE / "out")
+    a = ap.parse_args()
+    small = fresh_repo(a.out / "scale-small", a.services)
+    big = fresh_repo(a.out / "scale-big", a.services * a.factor)
+    with EmbeddedEtcd(extra_args=("--quota-backend-bytes", str(8 * 1024**3))) as etcd:
+        ep = etcd.endpoint
+        firsts = [run([str(BIN / "gitconf"), "apply", "--repo", str(repo)],
+                      {"GITCONF_ETCD_ENDPOINTS": ep, "GITCONF_PREFIX": prefix})
+                  for repo, prefix in ((small, "/small"), (big, "/big"))]
+        time.sleep(3)
+        print(f"{a.services} and {a.services * a.factor} services (~{a.services * 99:,} and "
+              f"~{a.services * a.factor * 99:,} keys), one etcd")
+        print(f"  first apply: {firsts[0]:.1f} s, {firsts[1]:.1f} s = "
+              f"{firsts[1] / firsts[0]:.1f}x")
+        for args in (["status", "-f", "json"], ["diff", "--full", "-f", "json"]):
+            before = timed(args, small, ep, "/small")
+            large = timed(args, big, ep, "/big")
+            after = timed(args, small, ep, "/small")
+            lo, hi = sorted((large[0] / before[0], large[0] / after[0]))
+            print(f"  {' '.join(args[:2]):<12} {before[0]:.2f} / {after[0]:.2f} s "
+                  f"({before[1]:.0f} MB) -> {large[0]:.2f} s ({large[1]:.0f} MB) = "
+                  f"{lo:.1f}-{hi:.1f}x (issue 13: <= {1.1 * a.factor:.0f}x, < 400 MB)")
+
+
+if __name__ == "__main__":
+    main()
