@@ -232,9 +232,12 @@ class Scratch:
                 self.remote_tip = self.tip
             return
         for line in res.text.splitlines():
+            reason = line.rpartition("[remote rejected]")[2].strip()
+            if line.startswith("!") and "[remote rejected]" in line and _lost_a_race(reason):
+                raise PushRejected(f"{what} was rejected: another push updated the branch at "
+                                   f"the same moment {reason}")
             if line.startswith("!") and "[remote rejected]" in line:
-                raise GitError(f"{what} failed: the remote refused it "
-                               f"{line.rpartition('[remote rejected]')[2].strip()}")
+                raise GitError(f"{what} failed: the remote refused it {reason}")
             if line.startswith("!") and "[rejected]" in line:
                 raise PushRejected(f"{what} was rejected: the branch moved on the remote "
                                    f"{line.rpartition('[rejected]')[2].strip()}")
@@ -256,6 +259,17 @@ def prepare_branch(source: GitSource, base_branch: str, branch: str,
     if isinstance(remote, str):
         remote = remote_of(remote)
     return Scratch(source, base_branch, branch, remote, committer)
+
+
+# What a remote answers when another push to the same branch won the race inside receive-pack
+# (two pushes at once: the ref's lock, or its old value changed under it). Retried like a
+# non-fast-forward; a protected branch or a hook's refusal is not.
+_RACE_REASONS = ("failed to update ref", "cannot lock ref", "failed to lock",
+                 "incorrect old value", "reference already exists")
+
+
+def _lost_a_race(reason: str) -> bool:
+    return any(r in reason.lower() for r in _RACE_REASONS)
 
 
 def push_with_rebuild(source: GitSource, base_branch: str, branch: str,

@@ -271,4 +271,4 @@ def test_two_terminals_racing_both_stand_and_share_one_pull_request(
     assert sorted(k["key"] for k in only["keys"]) == ["database.pool_size", "providers.retries"]
     assert [pr.head for pr in gh.pulls.values()] == [BRANCH]
     text = setup.remote_file(BRANCH, "payments/prod.yaml")
-    assert "pool_size: 81" in text and "retries: 9" in text
+    assert "pool_size: 81" in text and "retries: 9" in text, outs

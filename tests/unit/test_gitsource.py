@@ -295,6 +295,31 @@ def test_second_override_adds_a_commit_on_top(checkout: GitRepo, tmp_path: Path)
     assert push_with_rebuild(source, "main", BRANCH, _edit("a: 3\n", "ov-3")) is None  # no-op
 
 
+def test_a_push_that_loses_the_refs_lock_is_built_again(checkout: GitRepo,
+                                                         tmp_path: Path) -> None:
+    """Two pushes creating one branch at the same moment: the remote refuses the loser with
+    `[remote rejected] (failed to update ref)` or `(cannot lock ref ...)`, not a
+    non-fast-forward. That is a lost race, retried like one, not a refusal."""
+    remote = tmp_path / "remote.git"
+    lock = remote / "refs" / "heads" / f"{BRANCH}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("another push holds it\n")
+    source = GitSource.open(str(checkout.path))
+    builds = []
+
+    def build(scratch: Scratch) -> str | None:
+        builds.append(scratch.tip)
+        if len(builds) == 2:
+            lock.unlink()  # the other push finished
+        return _edit("a: 7\n")(scratch)
+
+    sha = push_with_rebuild(source, "main", BRANCH, build)
+    assert len(builds) == 2 and git(remote, "rev-parse", f"refs/heads/{BRANCH}") == sha
+    lock.write_text("held for good\n")
+    with pytest.raises(PushRejected, match="same moment"):
+        push_with_rebuild(source, "main", BRANCH, _edit("a: 8\n"))
+
+
 def test_a_concurrent_push_is_kept_and_built_upon(checkout: GitRepo, tmp_path: Path) -> None:
     remote = tmp_path / "remote.git"
     source = GitSource.open(str(checkout.path))
