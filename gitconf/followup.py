@@ -302,6 +302,7 @@ class PullRequests:
         self._client = client
         self._ref = ref
         self._asked: dict[str, tuple[float, PullRequestFate | None]] = {}
+        self._forgotten = 0  # bumped by `forget`: an answer asked for before it is not kept
 
     def at(self, ref: str) -> PullRequests:
         """Settings are those of `ref`, read only when a pull request needs them (a daemon
@@ -338,13 +339,18 @@ class PullRequests:
         if asked is not None and now - asked[0] < self.min_interval:
             return asked[1]
         client = self.client
+        generation = self._forgotten
         fate = pull_request_state(client, record) if client is not None else None
-        self._asked[record.id] = (now, fate)
+        if generation == self._forgotten:  # no webhook arrived while GitHub was asked
+            self._asked[record.id] = (now, fate)
         return fate
 
     def forget(self, override_id: str | None = None) -> None:
         """A webhook said a pull request changed: ask GitHub again at the next pass (about
-        that override, or with None about every one)."""
+        that override, or with None about every one). It may arrive while a pass is asking
+        GitHub (the webhook is served on another thread): that answer may predate the change,
+        so it is not kept."""
+        self._forgotten += 1
         if override_id is None:
             self._asked.clear()
         else:

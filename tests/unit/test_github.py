@@ -543,3 +543,32 @@ def test_fake_rejects_requests_github_would_refuse() -> None:
         assert _raw(gh, "GET", f"/repos/{REPO}/pulls",
                     headers={"Authorization": "Bearer nope"}).status_code == 401
         assert len(gh.violations) == 8  # a wrong token is GitHub's 401, not a violation
+
+
+def test_a_webhook_during_a_question_to_github_is_not_overwritten_by_its_answer(
+        gh: FakeGitHub, sleeps: list[float]) -> None:
+    """The daemon asks GitHub about a pull request on its loop while a `pull_request` webhook
+    arrives on the HTTP thread: the answer may predate the change the webhook announces, so
+    it must not be cached past the webhook's `forget()` (it was, and the override then stayed
+    open for the cache's minute)."""
+    from gitconf.followup import PullRequests
+    from gitconf.records import OverrideKey, OverrideRecord, PullRequestRef
+
+    number = gh.open_pull(HEAD)
+    prs = PullRequests(None, None, None, min_interval=60.0)  # type: ignore[arg-type]
+
+    class WebhookMidway(GitHubClient):
+        def get_pull(self, n: int) -> PullRequest:
+            answer = super().get_pull(n)  # asked while still open ...
+            gh.close(n)  # ... then closed on GitHub, and the webhook says so
+            prs.forget()
+            return answer
+
+    prs._client = WebhookMidway(REPO, token=TOKEN, api_url=gh.url, sleep=sleeps.append,
+                                clock=lambda: NOW, rng=random.Random(7))
+    record = OverrideRecord("ovr-1", "payments", "prod", "override", "open",
+                            (OverrideKey("a", 1, 2),), "ann", "INC-1", "now",
+                            pull_request=PullRequestRef(HEAD, number, "u"))
+    assert prs.state(record).state == "open"  # type: ignore[union-attr]
+    prs._client = make_client(gh.url, sleeps)
+    assert prs.state(record).state == "closed"  # type: ignore[union-attr]  # asked afresh
