@@ -65,21 +65,23 @@ RSS = ("import resource, subprocess, sys, time; t = time.perf_counter();"
        " print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
 
 
-def whole_repo_costs(repo: Path, endpoint: str, prefix: str) -> dict[str, tuple[float, float]]:
-    """Wall time and peak RSS (MB, the largest process) of the commands that read the whole
-    repository and the whole prefix, on an applied etcd: `status`, `diff --full` and a no-op
-    `apply --full`."""
+def time_and_rss(args: list[str], repo: Path, endpoint: str, prefix: str) -> tuple[float, float]:
+    """Wall time and peak RSS (MB, the largest process) of `gitconf ARGS --repo REPO`."""
     env = {**os.environ, "GITCONF_ETCD_ENDPOINTS": endpoint, "GITCONF_PREFIX": prefix}
-    out = {}
-    for name, args in (("status", ["status", "-f", "json"]),
-                       ("diff --full", ["diff", "--full", "-f", "json"]),
-                       ("diff --full (text)", ["diff", "--full"]),
-                       ("apply --full", ["apply", "--full"])):
-        res = subprocess.run([sys.executable, "-c", RSS, str(BIN / "gitconf"), *args, "--repo",
-                              str(repo)], env=env, capture_output=True, text=True, check=True)
-        wall, rss = res.stdout.split()
-        out[name] = float(wall), int(rss) / 1024
-    return out
+    res = subprocess.run([sys.executable, "-c", RSS, str(BIN / "gitconf"), *args, "--repo",
+                          str(repo)], env=env, capture_output=True, text=True, check=True)
+    wall, rss = res.stdout.split()
+    return float(wall), int(rss) / 1024
+
+
+def whole_repo_costs(repo: Path, endpoint: str, prefix: str) -> dict[str, tuple[float, float]]:
+    """`time_and_rss` of the commands that read the whole repository and the whole prefix, on
+    an applied etcd: `status`, `diff --full` and a no-op `apply --full`."""
+    return {name: time_and_rss(args, repo, endpoint, prefix)
+            for name, args in (("status", ["status", "-f", "json"]),
+                               ("diff --full", ["diff", "--full", "-f", "json"]),
+                               ("diff --full (text)", ["diff", "--full"]),
+                               ("apply --full", ["apply", "--full"]))}
 
 
 def foreign_writes(endpoint: str, prefix: str, n: int) -> float:

@@ -9,26 +9,16 @@ the large one (machines drift), with the peak RSS of each command's largest proc
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_apply import BIN, RSS, fresh_repo, run
+from bench_apply import BIN, fresh_repo, run, time_and_rss
 
 from gitconf.embedded_etcd import EmbeddedEtcd
 
 HERE = Path(__file__).resolve().parent
-
-
-def timed(args: list[str], repo: Path, endpoint: str, prefix: str) -> tuple[float, float]:
-    env = {**os.environ, "GITCONF_ETCD_ENDPOINTS": endpoint, "GITCONF_PREFIX": prefix}
-    res = subprocess.run([sys.executable, "-c", RSS, str(BIN / "gitconf"), *args, "--repo",
-                          str(repo)], env=env, capture_output=True, text=True, check=True)
-    wall, rss = res.stdout.split()
-    return float(wall), int(rss) / 1024
 
 
 def main() -> None:
@@ -50,9 +40,9 @@ def main() -> None:
         print(f"  first apply: {firsts[0]:.1f} s, {firsts[1]:.1f} s = "
               f"{firsts[1] / firsts[0]:.1f}x")
         for args in (["status", "-f", "json"], ["diff", "--full", "-f", "json"]):
-            before = timed(args, small, ep, "/small")
-            large = timed(args, big, ep, "/big")
-            after = timed(args, small, ep, "/small")
+            before = time_and_rss(args, small, ep, "/small")
+            large = time_and_rss(args, big, ep, "/big")
+            after = time_and_rss(args, small, ep, "/small")
             lo, hi = sorted((large[0] / before[0], large[0] / after[0]))
             print(f"  {' '.join(args[:2]):<12} {before[0]:.2f} / {after[0]:.2f} s "
                   f"({before[1]:.0f} MB) -> {large[0]:.2f} s ({large[1]:.0f} MB) = "

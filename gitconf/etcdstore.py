@@ -48,6 +48,7 @@ from .store import (
     WatchId,
     WatchScope,
     prefix_end,
+    scan_pages,
     varint,
     wire_delete,
     wire_put,
@@ -455,18 +456,13 @@ class _Reads(_Connection):
     def scan(self, prefix: bytes, *, keys_only: bool = False, min_mod_revision: int = 0,
              page: int = 20_000) -> tuple[list[KV], int]:
         """Every key under `prefix`, in pages read at one revision (a consistent snapshot)."""
-        end = prefix_end(prefix)
         out: list[KV] = []
-        start = prefix
         revision = 0
-        while True:
-            res = self.range(start, end, keys_only=keys_only, min_mod_revision=min_mod_revision,
-                             limit=page, revision=revision)
-            revision = revision or res.revision
-            out.extend(res.kvs)
-            if not res.more or not res.kvs:
-                return out, revision
-            start = res.kvs[-1].key + b"\0"
+        for kvs, at in scan_pages(self, prefix, page, keys_only=keys_only,
+                                  min_mod_revision=min_mod_revision):
+            out.extend(kvs)
+            revision = at
+        return out, revision
 
     def count(self, prefix: bytes, end: bytes | None = None) -> tuple[int, int]:
         res = self.range(prefix, end or prefix_end(prefix), count_only=True)
@@ -708,7 +704,7 @@ def _collect(stream: Any, prefix: bytes, until: int, trust_progress: bool,
     (c) a replayed batch sent at a revision past `until` that etcd did not cut short: etcd
     replays every event from the start revision to its current one in one batch of at most
     1000 revisions, and sends nothing when none matched."""
-    changes, examined = Replay([]), 0
+    changes = Replay()
     for resp in stream:
         if resp.compact_revision:
             return None
@@ -723,8 +719,7 @@ def _collect(stream: Any, prefix: bytes, until: int, trust_progress: bool,
             if not resp.created and trust_progress and resp.header.revision >= until:
                 return changes  # (b)
             continue
-        examined += len(events)
-        changes.examined = examined
+        changes.examined += len(events)
         for ev in events:  # one revision's events never span two responses
             kv = ev.kv
             if kv.mod_revision <= until and kv.key.startswith(prefix):
@@ -741,7 +736,7 @@ class _History(_Connection):
 
     def changes_since(self, prefix: bytes, start_revision: int, until_revision: int,
                       timeout: float = 10.0, *, scope: WatchScope = "keyspace",
-                      ) -> list[KeyEvent] | None:
+                      ) -> Replay | None:
         """Every put and delete under `prefix` with a revision in [start, until], replayed from
         etcd's history by a watch: the cost follows the number of changes, where a
         `min_mod_revision` range makes the server walk the whole prefix (and sees no deletes).
@@ -755,7 +750,7 @@ class _History(_Connection):
         the prefix where the server orders progress notifications, else the keyspace and, if
         the user may not read it, the prefix."""
         if start_revision > until_revision:
-            return []
+            return Replay()
         whole, only = (b"\0", b"\0"), (prefix, prefix_end(prefix))
         if scope == "prefix" or (scope == "auto" and self._orders_progress()):
             tries = [only]
@@ -769,7 +764,7 @@ class _History(_Connection):
         return None
 
     def _replay(self, prefix: bytes, key: bytes, end: bytes, start: int, until: int,
-                timeout: float) -> list[KeyEvent] | None:
+                timeout: float) -> Replay | None:
         whole = key == b"\0"
         trust = not whole and self._orders_progress()
         requests: queue.SimpleQueue[Any] = queue.SimpleQueue()

@@ -232,13 +232,15 @@ class Scratch:
                 self.remote_tip = self.tip
             return
         for line in res.text.splitlines():
-            reason = line.rpartition("[remote rejected]")[2].strip()
-            if line.startswith("!") and "[remote rejected]" in line and _lost_a_race(reason):
-                raise PushRejected(f"{what} was rejected: another push updated the branch at "
-                                   f"the same moment {reason}")
-            if line.startswith("!") and "[remote rejected]" in line:
+            if not line.startswith("!"):
+                continue
+            if "[remote rejected]" in line:
+                reason = line.rpartition("[remote rejected]")[2].strip()
+                if _lost_a_race(reason):
+                    raise PushRejected(f"{what} was rejected: another push updated the branch "
+                                       f"at the same moment {reason}")
                 raise GitError(f"{what} failed: the remote refused it {reason}")
-            if line.startswith("!") and "[rejected]" in line:
+            if "[rejected]" in line:
                 raise PushRejected(f"{what} was rejected: the branch moved on the remote "
                                    f"{line.rpartition('[rejected]')[2].strip()}")
         raise GitError(f"{what} failed: {res.stderr.strip() or 'exit 1'}")

@@ -503,8 +503,8 @@ class GitSource:
         full, name, email, at, approved, reviewed, refs, subject = \
             out.rstrip("\n").split("\0", 7)
         trailer = (approved or reviewed).split("\x1f")[0].strip()
-        tags = sorted((r[5:] for r in refs.split(", ") if r.startswith("tag: ")),
-                      key=lambda t: (version_order(t), t), reverse=True)
+        tag = max((r[5:] for r in refs.split(", ") if r.startswith("tag: ")),
+                  key=lambda t: (version_order(t), t), default=None)
         return CommitInfo(
             sha=full,
             author_name=name,
@@ -512,7 +512,7 @@ class GitSource:
             author_time=iso_utc(int(at)),
             approved_by=email_of(trailer) if trailer else None,
             subject=subject,
-            version=tags[0] if tags else full[:12],
+            version=tag or full[:12],
         )
 
     def uncommitted(self) -> list[str]:

@@ -77,10 +77,9 @@ class LiveView:
     keys when it is planned (`load`)."""
 
     def __init__(self, units: Mapping[UnitId, LiveUnit],
-                 load: Callable[[UnitId], LiveUnit | None], revision: int):
+                 load: Callable[[UnitId], LiveUnit | None]):
         self.units = units
         self.load = load
-        self.revision = revision
 
 
 def read_live(store: Store, keys: Keys, units: Collection[UnitId] | None) -> LiveView:
@@ -89,9 +88,9 @@ def read_live(store: Store, keys: Keys, units: Collection[UnitId] | None) -> Liv
     the memory of a full pass follows a chunk, not the prefix."""
     if units is not None and len(units) <= SCAN_THRESHOLD:
         state = _read_by_txn(store, keys, units)
-        return LiveView(state.units, state.units.get, state.revision)
+        return LiveView(state.units, state.units.get)
     index = LiveIndex(store, keys, units)
-    return LiveView(index.units, index.load, index.revision)
+    return LiveView(index.units, index.load)
 
 
 class LiveIndex:
@@ -106,24 +105,19 @@ class LiveIndex:
         self.store, self.keys = store, keys
         want = set(wanted) if wanted is not None else None
         self.units: dict[UnitId, LiveUnit] = {}
-        self.revision = 0
-        system, end = keys.system_b, prefix_end(keys.root_b)
-        for start, stop in ((keys.root_b, system), (prefix_end(system), end)):
-            for kvs, at in scan_pages(store, start, end=stop, keys_only=True):
-                self.revision = at
+        for start, stop in _outside_system(keys, keys.root_b, prefix_end(keys.root_b)):
+            for kvs, _ in scan_pages(store, start, end=stop, keys_only=True):
                 for kv in kvs:
                     parsed = keys.parse_data_key(kv.key)
                     if parsed is not None and (want is None or parsed[0] in want):
                         self.units.setdefault(parsed[0], LiveUnit(parsed[0], {}))
         for kind in _RECORD_KINDS:
-            for kvs, at in scan_pages(store, keys.kind_prefix(kind)):
-                self.revision = max(self.revision, at)
+            for kvs, _ in scan_pages(store, keys.kind_prefix(kind)):
                 for kv in kvs:
                     rec = keys.parse_unit_record_key(kv.key)
                     if rec is not None and (want is None or rec[1] in want):
                         unit = rec[1]
                         _apply_record(self.units.setdefault(unit, LiveUnit(unit, {})), kind, kv)
-        self.revision = self.revision or store.revision(within=keys.root_b)
         order = sorted({u.service for u in self.units}, key=lambda s: f"{s}/".encode())
         self._chunk_of = {svc: i // self.CHUNK for i, svc in enumerate(order)}
         self._chunks = [order[i:i + self.CHUNK] for i in range(0, len(order), self.CHUNK)]
@@ -145,23 +139,29 @@ class LiveIndex:
     def _read_chunk(self, services: list[str]) -> dict[UnitId, dict[str, LiveKey]]:
         """The keys of neighbouring services: one range per side of `_system/` (never read
         here: it holds the history)."""
-        root, system = self.keys.root_b, self.keys.system_b
+        root = self.keys.root_b
         first, last = (root + f"{services[0]}/".encode(),
                        prefix_end(root + f"{services[-1]}/".encode()))
-        spans = [(first, last)]
-        if first < system < last:
-            spans = [(first, system), (prefix_end(system), last)]
         out: dict[UnitId, dict[str, LiveKey]] = {}
         revision = 0
-        for start, stop in spans:
+        for start, stop in _outside_system(self.keys, first, last):
             for kvs, at in scan_pages(self.store, start, end=stop):
                 revision = revision or at
                 for kv in kvs:
                     parsed = self.keys.parse_data_key(kv.key)
                     if parsed is not None and parsed[0] in self.units:
                         out.setdefault(parsed[0], {})[parsed[1]] = live_key(kv)
-        self._revisions[self._chunk_of[services[0]]] = revision or self.revision
+        self._revisions[self._chunk_of[services[0]]] = revision
         return out
+
+
+def _outside_system(keys: Keys, first: bytes, last: bytes) -> list[tuple[bytes, bytes]]:
+    """[first, last) as ranges that leave out `_system/` (records and the deploy history, read
+    by their own kinds or never)."""
+    system = keys.system_b
+    if first < system < last:
+        return [(first, system), (prefix_end(system), last)]
+    return [(first, last)]
 
 
 def _read_by_txn(store: Store, keys: Keys, units: Iterable[UnitId],

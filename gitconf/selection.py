@@ -121,7 +121,6 @@ def _foreign_writes(store: Store, keys: Keys, last: LastApplied, first: int, now
     changes = store.changes_since(keys.root_b, first, now, scope="auto")
     if changes is None:
         return None
-    examined = getattr(changes, "examined", len(changes))
     units: set[UnitId] = set()
     for ch in changes:
         if last.is_own(ch.mod_revision) or ch.key == keys.last_applied:
@@ -133,7 +132,7 @@ def _foreign_writes(store: Store, keys: Keys, last: LastApplied, first: int, now
         rec = keys.parse_unit_record_key(ch.key)
         if rec is not None and rec[0] in ("units", "pending", "pins", "overrides"):
             units.add(rec[1])
-    return units, examined
+    return units, changes.examined
 
 
 def intervals(revisions: Iterable[int]) -> tuple[tuple[int, int], ...]:

@@ -70,9 +70,9 @@ class Replay(list[KeyEvent]):
     at to find them (`examined`: a keyspace-wide replay sees other applications' writes too):
     what a replay cost, which decides when a no-op pass moves its low-water mark."""
 
-    def __init__(self, events: list[KeyEvent], examined: int = 0):
-        super().__init__(events)
-        self.examined = max(examined, len(events))
+    def __init__(self, events: list[KeyEvent] | None = None, examined: int = 0):
+        super().__init__(events or [])
+        self.examined = max(examined, len(self))
 
 
 Change = KeyEvent  # its former name; `model.Change` is a planned change, not this
@@ -128,19 +128,28 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"  # every key: the prefix was empty or all 0xff
 
 
-def scan_pages(store: Store, prefix: bytes, page: int = 5_000, *, end: bytes | None = None,
-               keys_only: bool = False) -> Iterator[tuple[list[KV], int]]:
+class Ranges(Protocol):
+    """What paging needs of a store: `Store.range` (a store's own `scan` pages with it too)."""
+
+    def range(self, start: bytes, end: bytes | None = None, *, keys_only: bool = False,
+              count_only: bool = False, min_mod_revision: int = 0, limit: int = 0,
+              revision: int = 0, serializable: bool = False) -> RangeResult: ...
+
+
+def scan_pages(store: Ranges, prefix: bytes, page: int = 5_000, *, end: bytes | None = None,
+               keys_only: bool = False, min_mod_revision: int = 0,
+               ) -> Iterator[tuple[list[KV], int]]:
     """Every key under `prefix` (or in [`prefix`, `end`)), a page at a time, all at the
-    revision of the first page (one consistent snapshot, like `Store.scan`), each with that
-    revision: a caller that folds the pages as they come holds one page of raw values, not
-    the whole prefix."""
+    revision of the first page (one consistent snapshot), each with that revision; the first
+    page comes even when empty, so the revision is always known. A caller that folds the
+    pages as they come holds one page of raw values, not the whole prefix."""
     end = prefix_end(prefix) if end is None else end
     start, revision = prefix, 0
     while True:
-        res = store.range(start, end, limit=page, revision=revision, keys_only=keys_only)
+        res = store.range(start, end, limit=page, revision=revision, keys_only=keys_only,
+                          min_mod_revision=min_mod_revision)
         revision = revision or res.revision
-        if res.kvs:
-            yield res.kvs, revision
+        yield res.kvs, revision
         if not res.more or not res.kvs:
             return
         start = res.kvs[-1].key + b"\0"
@@ -201,7 +210,7 @@ class Store(Protocol):
 
     def changes_since(self, prefix: bytes, start_revision: int, until_revision: int,
                       timeout: float = 10.0, *, scope: WatchScope = "keyspace",
-                      ) -> list[KeyEvent] | None:
+                      ) -> Replay | None:
         """Every put and delete under `prefix` in [start, until]; None when unknown."""
         ...
 
