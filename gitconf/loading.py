@@ -1,6 +1,6 @@
 """Loading a large repository in parallel: the edge that starts worker processes, so the pure
-format module (`repo_format`) stays free of process pools. Used by apply and the daemon's full
-passes from `reconcile.PARALLEL_SERVICES` services on.
+format module (`repo_format`) stays free of process pools. Used by apply, the daemon's full
+passes and validate, from `PARALLEL_SERVICES` services on.
 """
 
 from __future__ import annotations
@@ -9,14 +9,19 @@ import logging
 import os
 import signal
 from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .model import DesiredUnit, Problem
 from .repo_format import Layout, LoadOptions, ServiceFiles, iter_units
 from .schema import ServiceSchema
 from .trees import Tree
+from .validation import Tally, check_services
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+PARALLEL_SERVICES = 200  # from this many services, parsing runs in worker processes
 
 log = logging.getLogger("gitconf")
 
@@ -47,6 +52,25 @@ def _load_chunk(tree: Tree, settings: dict[str, Any], services: list[ServiceFile
     return out, {name: s.compiled for name, s in compiled.items()}
 
 
+def _check_chunk(tree: Tree, settings: dict[str, Any], services: list[ServiceFiles],
+                 shared: list[str], options: LoadOptions) -> Tally:
+    """A worker's share of `validate`: only problems and counts travel back."""
+    return check_services(tree, Layout(settings, {s.name: s for s in services}, shared, []))
+
+
+def check_in_workers(tree: Tree, layout: Layout, workers: int = 0,
+                     chunk: int = 40) -> Iterator[Tally]:
+    """`validation.check_services` spread over worker processes, one per core (the caller only
+    adds up), from `PARALLEL_SERVICES` services on; smaller trees are checked in process."""
+    selected = [s for _, s in sorted(layout.services.items())]
+    if len(selected) < PARALLEL_SERVICES:
+        yield check_services(tree, layout)
+        return
+    chunks = [selected[i:i + chunk] for i in range(0, len(selected), chunk)]
+    yield from _run_chunks(_check_chunk, tree, layout, LoadOptions(), chunks,
+                           workers or max(1, min(4, os.cpu_count() or 2)))
+
+
 def _ignore_sigint() -> None:
     """Workers leave Ctrl-C to the parent: it stops them, so a terminal's Ctrl-C (sent to the
     whole process group) prints one message, not one traceback per worker."""
@@ -75,38 +99,45 @@ def iter_units_parallel(tree: Tree, layout: Layout, options: LoadOptions,
                         compiled_out: dict[str, Any], workers: int = 0, chunk: int = 40,
                         ) -> Iterator[tuple[DesiredUnit | None, list[Problem]]]:
     """`iter_units` spread over worker processes, yielded in order as chunks complete, so the
-    caller plans and writes while the workers parse. Workers are spawned, not forked: the
-    caller may hold grpc threads, which must not be forked."""
-    from concurrent.futures.process import BrokenProcessPool
-
+    caller plans and writes while the workers parse."""
     selected = [s for name, s in sorted(layout.services.items())
                 if options.services is None or name in options.services]
     chunks = [selected[i:i + chunk] for i in range(0, len(selected), chunk)]
     # leave a core to the process that plans and writes (and to etcd, when it is local)
     workers = workers or max(1, min(4, (os.cpu_count() or 2) - 1))
+    for units, compiled in _run_chunks(_load_chunk, tree, layout, options, chunks, workers):
+        compiled_out.update(compiled)
+        yield from units
+
+
+T = TypeVar("T")
+Task = Callable[[Tree, dict[str, Any], list[ServiceFiles], list[str], LoadOptions], T]
+
+
+def _run_chunks(task: Task[T], tree: Tree, layout: Layout, options: LoadOptions,
+                chunks: list[list[ServiceFiles]], workers: int) -> Iterator[T]:
+    """`task` of each chunk, in order, in worker processes; in this process where workers
+    cannot start (a sandbox, an unimportable __main__)."""
+    from concurrent.futures.process import BrokenProcessPool
+
     done = 0
     try:
-        for units, compiled in _in_workers(tree, layout, options, chunks, workers):
-            compiled_out.update(compiled)
+        for result in _in_workers(task, tree, layout, options, chunks, workers):
             done += 1
-            yield from units
+            yield result
     except (BrokenProcessPool, OSError, EOFError) as exc:
-        # no worker processes here (a sandbox, an unimportable __main__): same work, in process
         log.warning("parallel loading unavailable (%s); loading in process", exc)
         for part in chunks[done:]:
-            units, compiled = _load_chunk(tree, layout.settings, part, layout.shared_schemas,
-                                          options)
-            compiled_out.update(compiled)
-            yield from units
+            yield task(tree, layout.settings, part, layout.shared_schemas, options)
 
 
-def _in_workers(tree: Tree, layout: Layout, options: LoadOptions,
-                chunks: list[list[ServiceFiles]], workers: int,
-                ) -> Iterator[tuple[list[tuple[DesiredUnit | None, list[Problem]]],
-                                    dict[str, Any]]]:
+def _in_workers(task: Task[T], tree: Tree, layout: Layout, options: LoadOptions,
+                chunks: list[list[ServiceFiles]], workers: int) -> Iterator[T]:
     """The chunks' results in order. However this generator ends (done, Ctrl-C while waiting,
-    closed by a caller that was interrupted), no worker process outlives it."""
+    closed by a caller that was interrupted), no worker process outlives it. Workers are
+    spawned, not forked: the caller may hold grpc threads, which must not be forked."""
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(
         "spawn"), initializer=_ignore_sigint)
@@ -115,7 +146,7 @@ def _in_workers(tree: Tree, layout: Layout, options: LoadOptions,
     window = 2 * workers + 1  # chunks in flight: results wait for the caller, memory is bounded
     try:
         for part in chunks:
-            futures.append(pool.submit(_load_chunk, _share(tree, layout, part), layout.settings,
+            futures.append(pool.submit(task, _share(tree, layout, part), layout.settings,
                                        part, layout.shared_schemas, options))
             if len(futures) >= window:
                 yield futures.popleft().result()

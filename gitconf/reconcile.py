@@ -21,6 +21,7 @@ from .deploy import DEFAULT_MAX_BYTES, DEFAULT_MAX_OPS, DeployContext, Deployer,
 from .errors import CheckFailed, GitconfError, UsageError
 from .gitsource import CommitInfo, GitSource
 from .livestate import LiveView, read_live, read_unit
+from .loading import PARALLEL_SERVICES, iter_units_parallel
 from .model import (
     DeploySource,
     DesiredUnit,
@@ -59,7 +60,6 @@ from .selection import Outcome, Previous, Selection, read_previous, select, writ
 from .store import Store
 from .trees import FileTree, Tree
 
-PARALLEL_SERVICES = 200  # from this many services, parsing runs in worker processes
 DRIFT_POLICIES: tuple[DriftPolicy, ...] = ("revert", "report", "pr")
 
 
@@ -360,8 +360,6 @@ class Reconciler:
         schema_objs: dict[str, ServiceSchema] = {}
         compiled: dict[str, dict[str, Any]] = {}
         if len(services) >= PARALLEL_SERVICES and not req.worktree:
-            from .loading import iter_units_parallel
-
             stream = iter_units_parallel(p.tree, p.layout, load, compiled)
         else:
             stream = iter_units(p.tree, p.layout, load, schemas_out=schema_objs)

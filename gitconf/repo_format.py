@@ -426,6 +426,7 @@ class Values:
     problems: list[Problem]
     parsed: bool = True  # False when the file could not be read as a mapping at all
     groups: dict[str, Position] = field(default_factory=dict)  # where each group's header is
+    dotted: bool = False  # a key written with a dot in it (`"a.b": 1`): may collide with `a`
 
 
 def load_values(path: str, raw: bytes) -> Values:
@@ -439,7 +440,8 @@ def load_values(path: str, raw: bytes) -> Values:
         return Values({}, {}, problems, parsed=False)
     out = Values({}, {}, problems)
     _flatten(doc, (), "", path, ypos, out)
-    _check_parents(out, path)
+    if out.dotted:  # otherwise every group is a mapping of the file: none is also a value
+        _check_parents(out, path)
     return out
 
 
@@ -447,9 +449,10 @@ def _flatten(node: dict[str, Any], ypath: tuple[Any, ...], prefix: str, file: st
              ypos: Mapping[tuple[Any, ...], Position], out: Values) -> None:
     for seg, value in node.items():
         kpath = ypath + (seg,)
-        pos = ypos.get(kpath, Position(file, 1, 1))
+        pos = ypos.get(kpath) or Position(file, 1, 1)
         key = f"{prefix}.{seg}" if prefix else seg
-        bad = _segment_problem(seg, top=not prefix)
+        bad = None if seg in (_GOOD_INNER if prefix else _GOOD_TOP) else \
+            _segment_problem(seg, not prefix, out)
         if bad:
             code, message = bad
             out.problems.append(Problem(file, pos.line, pos.column, code, message, key))
@@ -479,7 +482,28 @@ def _flatten(node: dict[str, Any], ypath: tuple[Any, ...], prefix: str, file: st
         out.positions[key] = pos
 
 
-def _segment_problem(seg: str, top: bool) -> tuple[str, str] | None:
+# Key segments already found well-formed (as a top-level key, and below one): files of one
+# repository share most of their key names, checked once per process.
+_GOOD_TOP: set[str] = set()
+_GOOD_INNER: set[str] = set()
+_GOOD_MAX = 65536
+
+
+def _segment_problem(seg: str, top: bool, out: Values | None = None) -> tuple[str, str] | None:
+    """`_first_segment_problem`, remembering a good segment; one with a dot in it is not
+    remembered, so that each file that writes one is marked `dotted`."""
+    problem = _first_segment_problem(seg, top)
+    if "." in seg:
+        if out is not None:
+            out.dotted = True
+        return problem
+    good = _GOOD_TOP if top else _GOOD_INNER
+    if problem is None and len(good) < _GOOD_MAX:
+        good.add(seg)
+    return problem
+
+
+def _first_segment_problem(seg: str, top: bool) -> tuple[str, str] | None:
     if seg == "" or seg.startswith(".") or seg.endswith(".") or ".." in seg:
         return "bad-key", f"key {seg!r} has an empty segment"
     if "/" in seg:

@@ -8,6 +8,7 @@ the speed of the C composer.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ BUDGET_FACTOR = 20
 # (sexagesimal `1:00:00:...` converts in quadratic time).
 MAX_INT_DIGITS = 4300
 _INT_BOUND = 10**MAX_INT_DIGITS
+_DECIMAL = re.compile(r"[-+]?(0|[1-9][0-9]*)\Z")  # YAML 1.1 reads these as Python's int() does
 _MAX_INT_TEXT = 4 * MAX_INT_DIGITS
 # a number as JSON writes it (RFC 8259 §6), and the constants Python's `json` reads but JSON
 # has not: a `.json` file read by the YAML reader keeps JSON's meaning for both
@@ -93,13 +95,19 @@ def json_number(text: str) -> tuple[int | float | None, str | None]:
     return value, None
 
 
+PRESCAN_BOUND = 5_000  # nesting libyaml's recursive composer survives (it crashes past ~20,000)
+
+
+def _nesting_bound(text: str) -> int:
+    """How deep `text` could nest at most: every level of a sequence or mapping, flow or block,
+    takes at least one of these characters."""
+    return sum(text.count(c) for c in "[{-:?")
+
+
 def _too_deep(text: str, file: str) -> Problem | None:
     """Refuse runaway nesting before libyaml's recursive composer sees it (it crashes the process
     somewhere past 20,000 levels). Every level needs an indicator character, so counting them is
-    a cheap bound; only a document over the bound pays for an event-level scan."""
-    bound = sum(text.count(c) for c in "[{-:?")
-    if bound <= 5_000:
-        return None
+    a cheap bound (`_nesting_bound`); only a document over it pays for an event-level scan."""
     depth = 0
     for event in yaml.parse(text, Loader=yaml.CSafeLoader):
         if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
@@ -135,9 +143,34 @@ def _char_at(text: str, line: int, column: int) -> str:
     return lines[line][column:column + 1] if line < len(lines) else ""
 
 
+_PLAIN_TAGS: dict[str, str] = {}  # a plain scalar's text -> the tag YAML 1.1 resolves it to
+_PLAIN_TAGS_MAX = 65536
+_PLAIN_TEXT_MAX = 64  # longer texts are rarely repeated: resolved each time, not kept
+
+
+class _Loader(yaml.CSafeLoader):
+    """libyaml's safe loader, remembering how each short plain scalar resolves. libyaml calls
+    the (Python) resolver for every node it composes, a third of a large file's load; values
+    and keys repeat across a repository's files (`true`, `8080`, `host`). Without path
+    resolvers, which the safe loader has none of, a plain scalar's tag is a function of its
+    text alone, so the remembered answer is the resolver's."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is not ScalarNode or not implicit[0] or self.yaml_path_resolvers:
+            return super().resolve(kind, value, implicit)
+        tag = _PLAIN_TAGS.get(value)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(value) <= _PLAIN_TEXT_MAX and len(_PLAIN_TAGS) < _PLAIN_TAGS_MAX:
+                _PLAIN_TAGS[value] = tag
+        return tag
+
+
+@functools.cache
 def _libyaml_limits_nesting() -> bool:
     """libyaml 0.2.5+ (PyYAML 6.0.4 wheels) refuses flow and block nesting past 1000 levels by
-    itself, which makes the pre-scan (a full extra parse of every large file) unnecessary."""
+    itself, which makes the pre-scan (a full extra parse of every large file) unnecessary.
+    Asked once per process, and only for a text that could nest that deep (~8 ms)."""
     for probe in ("[" * 1100, "- " * 1100 + "x"):
         try:
             yaml.CSafeLoader(probe).get_single_node()
@@ -149,9 +182,6 @@ def _libyaml_limits_nesting() -> bool:
     return True
 
 
-_LIBYAML_LIMITS_NESTING = _libyaml_limits_nesting()
-
-
 def load(text: str, file: str, item_positions: bool = False,
          json_scalars: bool = False) -> LoadedYaml:
     """Compose one document with libyaml and build plain JSON values, collecting problems.
@@ -160,14 +190,14 @@ def load(text: str, file: str, item_positions: bool = False,
     takes for text but JSON for a number (`1e5`, `1e400`) or a constant (`NaN`) keeps JSON's
     meaning, so `1e400` is a `not-json` problem where it is written, never the string "1e400"."""
     deep = None
-    if not _LIBYAML_LIMITS_NESTING:
+    if _nesting_bound(text) > PRESCAN_BOUND and not _libyaml_limits_nesting():
         try:
             deep = _too_deep(text, file)
         except yaml.YAMLError:
             pass  # the composer below reports the syntax error with its position
     if deep is not None:
         return LoadedYaml(None, {}, [deep])
-    loader = yaml.CSafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
@@ -225,7 +255,8 @@ class _Builder:
         self._reported: set[tuple[int, str]] = set()
 
     def pos(self, node: Node) -> Position:
-        return _pos(self.file, node)  # cheaper to compute than to cache (one per key)
+        mark = node.start_mark  # cheaper to compute than to cache (one per key)
+        return Position(self.file, mark.line + 1, mark.column + 1)
 
     def problem(self, node: Node, code: str, message: str, path: Path = ()) -> None:
         if (id(node), code) in self._reported:
@@ -351,6 +382,8 @@ class _Builder:
 
     def integer(self, node: ScalarNode, path: Path) -> Any:
         text = node.value
+        if len(text) < 19 and _DECIMAL.match(text):  # the common spelling: `8080`, `-1`
+            return int(text)
         if len(text) > _MAX_INT_TEXT:
             self.problem(node, "not-json", _too_long(text), path)
             return None

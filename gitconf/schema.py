@@ -731,6 +731,9 @@ class ServiceSchema:
 # and the content of the shared schemas (the same inputs give the same validator).
 _ACROSS_SETS: dict[tuple[str, ...], ServiceSchema] = {}
 _ACROSS_MAX = 512
+# What each schema text's `$ref`s say, for a text whose references are all URI references: a
+# thousand services generated from one template have one schema text, walked once.
+_REF_TARGETS: dict[str, tuple[str, ...]] = {}
 
 
 class SchemaSet:
@@ -782,19 +785,27 @@ class SchemaSet:
             return None, [_problem_at(path, positions, ("$schema",), "schema",
                                       "$schema must be the URI of a JSON Schema dialect")]
         base = repo_uri(path)
-        sites = _ref_sites(doc)
-        bad = _bad_refs(sites, path, positions)
-        if bad:
-            return None, bad
-        refs = tuple(sorted(urljoin(base, site.value) for site in sites
-                            if site.keyword in _REF_KEYWORDS))
-        key = (_digest(doc), self.unknown_keys, *refs)
+        digest = _digest(doc)
+        targets = _REF_TARGETS.get(digest)
+        sites = None
+        if targets is None:  # not seen in this process: find its references (~1 ms a schema)
+            sites = _ref_sites(doc)
+            bad = _bad_refs(sites, path, positions)
+            if bad:
+                return None, bad
+            targets = tuple(site.value for site in sites if site.keyword in _REF_KEYWORDS)
+            if len(_REF_TARGETS) >= _ACROSS_MAX:
+                _REF_TARGETS.clear()
+            _REF_TARGETS[digest] = targets
+        refs = tuple(sorted(urljoin(base, target) for target in targets))
+        key = (digest, self.unknown_keys, *refs)
         wide = (*key, self._shared_digest()) if refs else key
         shared = self._compiled.get(key) or _ACROSS_SETS.get(wide)
         if shared is not None:
             return replace(shared, service=service, file=path,
                            compiled={**shared.compiled, "$id": base}), []
-        result, problems = self._compile(service, path, doc, positions, compact_meta, sites)
+        result, problems = self._compile(service, path, doc, positions, compact_meta,
+                                         _ref_sites(doc) if sites is None else sites)
         if result is not None:
             self._compiled[key] = result
             if not problems:

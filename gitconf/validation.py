@@ -6,11 +6,12 @@ largest service rather than the repository.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .model import Problem
-from .repo_format import iter_units, read_layout
+from .repo_format import Layout, iter_units, read_layout
 from .trees import Tree
 
 
@@ -39,14 +40,42 @@ class ValidationReport:
         }
 
 
-def validate_tree(tree: Tree) -> ValidationReport:
+@dataclass
+class Tally:
+    """What validating some services found: their problems, units and keys."""
+
+    problems: list[Problem] = field(default_factory=list)
+    keys: int = 0
+    units: int = 0
+
+
+def check_services(tree: Tree, layout: Layout) -> Tally:
+    """Validate the services of `layout`, in this process; units are counted and dropped."""
+    tally = Tally()
+    for unit, unit_problems in iter_units(tree, layout):
+        tally.problems.extend(unit_problems)
+        if unit is not None:
+            tally.units += 1
+            tally.keys += len(unit.values)
+    return tally
+
+
+Checker = Callable[[Tree, Layout], Iterable[Tally]]
+
+
+def validate_tree(tree: Tree, checker: Checker | None = None) -> ValidationReport:
+    """Every problem of the tree, in file order. `checker` validates the services (in parts,
+    perhaps in other processes: `loading.check_in_workers`); by default, here."""
     layout = read_layout(tree)
     problems: dict[Problem, None] = dict.fromkeys(layout.problems)
     keys = units = 0
-    for unit, unit_problems in iter_units(tree, layout):
-        problems.update(dict.fromkeys(unit_problems))
-        if unit is not None:
-            units += 1
-            keys += len(unit.values)
+    for tally in (checker or _in_process)(tree, layout):
+        problems.update(dict.fromkeys(tally.problems))
+        units += tally.units
+        keys += tally.keys
     ordered = sorted(problems, key=lambda p: (p.file, p.line, p.column, p.code))
     return ValidationReport(layout.files, keys, units, ordered)
+
+
+def _in_process(tree: Tree, layout: Layout) -> list[Tally]:
+    return [check_services(tree, layout)]

@@ -244,3 +244,26 @@ def test_json_document_is_alone_on_stdout(tmp_path: Path) -> None:
     res = cli("validate", str(tmp_path), "-f", "json")
     assert json.loads(res.stdout) == {"valid": True, "files": 1, "keys": 1, "units": 1,
                                       "problems": []}
+
+
+def test_a_large_repository_is_checked_in_workers_with_the_same_report(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """From PARALLEL_SERVICES services on, validate spreads the services over worker
+    processes: its report is the one a check in process gives, problem for problem."""
+    from gitconf.loading import PARALLEL_SERVICES
+    from gitconf.trees import FileTree
+    from gitconf.validation import validate_tree
+
+    for i in range(PARALLEL_SERVICES):
+        _write(tmp_path, {f"svc{i:03d}/prod.yaml": f"a: {i}\nb: {{c: x}}\n"})
+    for n, (files, *_) in enumerate(CASES.values()):
+        if all(rel.startswith("svc/") for rel in files):  # one bad service per case
+            _write(tmp_path, {f"bad{n:02d}/" + rel[4:]: c for rel, c in files.items()})
+    with caplog.at_level("WARNING", logger="gitconf"):
+        res = cli("validate", str(tmp_path), "-f", "json")
+    assert "parallel loading unavailable" not in caplog.text  # the workers did the checking
+    assert res.exit_code == 1
+    report = res.json()
+    assert report == validate_tree(FileTree(tmp_path)).as_json()
+    assert report["units"] >= PARALLEL_SERVICES and report["keys"] >= 2 * PARALLEL_SERVICES
+    assert {p["file"].split("/")[0] for p in report["problems"]} >= {"bad00", "bad30"}

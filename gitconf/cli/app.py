@@ -27,9 +27,10 @@ from types import FrameType, ModuleType
 from typing import Annotated, Any, TypeVar
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from ..errors import GitconfError
+from . import coercion
 
 # -- environment variables, shown in the help of every command they apply to ------------------
 
@@ -233,12 +234,32 @@ def interrupt_handling() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-class GitconfGroup(TyperGroup):
+class PlainHelp:
+    """For commands and groups: the help option, which typer makes while parsing, converts
+    its value without pydantic like every other option (`coercion`)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            coercion.install_param(option)
+        return option
+
+
+class GitconfCommand(PlainHelp, TyperCommand):
+    """Every gitconf command (the default class of `GitconfTyper.command`)."""
+
+
+class GitconfSubgroup(PlainHelp, TyperGroup):
+    """A group of commands below the root (`gitconf overrides`)."""
+
+
+class GitconfGroup(PlainHelp, TyperGroup):
     """The root command: colour is decided before anything is printed (help and usage errors
     included)."""
 
     def main(self, args: Sequence[str] | None = None, *pos: Any, **kw: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
+        coercion.install(self)  # plain options are converted without pydantic (~0.15 s)
         outer = _State.depth == 0
         set_no_color(_wants_no_color(argv) or (not outer and _State.no_color))
         _State.depth += 1
@@ -252,6 +273,10 @@ class GitconfTyper(typer.Typer):
     """`gitconf` as a process: Ctrl-C is handled from the moment the commands are built (a
     first one unwinds cleanly and exits 130, a second one exits at once). Commands run
     in-process by the demo, or by tests, leave signal handling to their caller."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", GitconfCommand)
+        return super().command(*args, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if _State.depth or _State.handling:

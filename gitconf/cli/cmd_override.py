@@ -16,6 +16,8 @@ from .app import (
     EtcdOpt,
     Format,
     FormatOpt,
+    GitconfSubgroup,
+    GitconfTyper,
     PrefixOpt,
     RepoOpt,
     app,
@@ -39,8 +41,8 @@ BaseOpt = Annotated[str | None, typer.Option(
                             ".gitconf.yaml pull_requests.base, else the repository's current "
                             "branch]."))]
 
-overrides_app = typer.Typer(name="overrides", no_args_is_help=False,
-                            epilog=env_help(*ETCD_ENV))  # help: the callback's docstring
+overrides_app = GitconfTyper(name="overrides", cls=GitconfSubgroup, no_args_is_help=False,
+                             epilog=env_help(*ETCD_ENV))  # help: the callback's docstring
 app.add_typer(overrides_app)
 
 

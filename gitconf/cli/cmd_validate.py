@@ -45,6 +45,7 @@ def validate(
       gitconf validate -o markdown >> "$GITHUB_STEP_SUMMARY"
       gitconf validate -o json | jq '.problems[]'
     """
+    from ..loading import check_in_workers
     from ..model import Problem
     from ..trees import FileTree
     from ..validation import validate_tree
@@ -52,7 +53,7 @@ def validate(
     if not path.is_dir():
         raise UsageError(f"{path}: not a directory")
     tree = FileTree(path)
-    report = validate_tree(tree)
+    report = validate_tree(tree, check_in_workers)
     if report.units == 0 and not report.errors:
         report.problems.append(Problem("", 0, 0, "no-services", NO_SERVICES))
     if format is ValidateFormat.json:

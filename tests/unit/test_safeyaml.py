@@ -387,7 +387,7 @@ def test_nesting_limit(text: str, ok: bool) -> None:
 def test_runaway_nesting_is_refused_not_crashed(text: str, prescan: bool,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     # `prescan`: as with a libyaml older than 0.2.5, which has no nesting limit of its own
-    monkeypatch.setattr(safeyaml, "_LIBYAML_LIMITS_NESTING", not prescan)
+    monkeypatch.setattr(safeyaml, "_libyaml_limits_nesting", lambda: not prescan)
     start = time.perf_counter()
     loaded = load(text)
     assert time.perf_counter() - start < 5.0
@@ -398,7 +398,7 @@ def test_runaway_nesting_is_refused_not_crashed(text: str, prescan: bool,
 def test_control_character_after_deep_prescan_is_a_problem(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # over the pre-scan bound, with a character the reader refuses at the end
-    monkeypatch.setattr(safeyaml, "_LIBYAML_LIMITS_NESTING", False)
+    monkeypatch.setattr(safeyaml, "_libyaml_limits_nesting", lambda: False)
     loaded = load("-" * 6000 + "\x07")
     assert codes(loaded) == [("yaml-syntax", 1, 6001)]
 
