@@ -489,3 +489,28 @@ def test_invalid_regex_in_json_schema_is_positioned() -> None:
                                             '{"type": "string", "pattern": "("}}}',
                          ENV: "a: x\n"})
     assert [(c, f, ln) for c, f, ln, _, _ in found] == [("schema", "svc/schema.json", 2)]
+
+
+KEYWORDS = ["type", "properties", "items", "minimum", "maximum", "minLength", "enum", "const",
+            "required", "additionalProperties", "$defs", "allOf", "anyOf", "not", "format",
+            "exclusiveMinimum", "multipleOf", "uniqueItems", "$schema", "prefixItems",
+            "dependentRequired", "unevaluatedProperties", "contains", "minContains", "title"]
+JSON_LEAF = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 2),
+                      st.sampled_from(["string", "object", "integer", "x", "",
+                                       "http://json-schema.org/draft-04/schema#", DRAFT]))
+JSON_VALUE = st.recursive(JSON_LEAF, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYWORDS + ["a", "b"]),
+                                                 inner, max_size=3)), max_leaves=8)
+SCHEMAS = st.dictionaries(st.sampled_from(KEYWORDS), JSON_VALUE, max_size=4)
+
+
+@given(SCHEMAS)
+def test_jsonschema_rs_never_passes_a_schema_python_jsonschema_refuses(doc: dict) -> None:
+    """The meta-check takes jsonschema-rs's "valid" as final: it must never call valid what
+    python-jsonschema, whose words explain a refusal, would refuse."""
+    from jsonschema.validators import validator_for
+
+    from gitconf.schema import _rs_meta_valid
+
+    if _rs_meta_valid(doc):
+        validator_for(doc, default=Draft202012Validator).check_schema(doc, format_checker=None)
