@@ -297,12 +297,13 @@ def _seconds(raw: str | None, default: float) -> float:
 
 def wire_txn(compares: Sequence[Any], ops: Sequence[bytes]) -> bytes:
     """`TxnRequest{compare..., success...}` from compare messages and encoded operations."""
-    parts = []
+    parts: list[bytes] = []
+    add = parts.extend
     for c in compares:
         data = c.SerializeToString()
-        parts.append(b"\x0a" + varint(len(data)) + data)
+        add((b"\x0a", varint(len(data)), data))
     for op in ops:
-        parts.append(b"\x12" + varint(len(op)) + op)
+        add((b"\x12", varint(len(op)), op))
     return b"".join(parts)
 
 

@@ -27,7 +27,7 @@ def all_parents(keys: Iterable[str]) -> set[str]:
 
 def covered(key: str, groups: frozenset[str] | set[str]) -> bool:
     """`key` is one of `groups` or lies inside one of them."""
-    return key in groups or any(p in groups for p in parents(key))
+    return key in groups or nearest_parent_in(key, groups) is not None
 
 
 def nearest_parent_in(key: str, groups: Collection[str]) -> str | None:

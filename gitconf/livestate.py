@@ -72,14 +72,27 @@ def _apply_record(unit: LiveUnit, kind: str, kv: KV) -> None:
         unit.override_revision = kv.mod_revision
 
 
+def _unknown(_: UnitId) -> int:
+    return 0
+
+
 class LiveView:
     """What a pass knows of etcd: every unit it may plan with its records (`units`), and its
-    keys when it is planned (`load`)."""
+    keys when it is planned (`load`); `absent_at(unit)`, the revision at which a unit `load`
+    does not know had nothing in etcd (0: not known)."""
 
     def __init__(self, units: Mapping[UnitId, LiveUnit],
-                 load: Callable[[UnitId], LiveUnit | None]):
+                 load: Callable[[UnitId], LiveUnit | None],
+                 absent_at: Callable[[UnitId], int] = _unknown):
         self.units = units
         self.load = load
+        self.absent_at = absent_at
+
+    def unit(self, unit: UnitId) -> LiveUnit:
+        """The unit to plan: as read, or empty, read when it was known to be absent (its first
+        deploy then guards every addition with one range compare over the unit, which a write
+        there since then fails, instead of one compare per key)."""
+        return self.load(unit) or LiveUnit(unit, {}, read_revision=self.absent_at(unit))
 
 
 def read_live(store: Store, keys: Keys, units: Collection[UnitId] | None) -> LiveView:
@@ -90,7 +103,7 @@ def read_live(store: Store, keys: Keys, units: Collection[UnitId] | None) -> Liv
         state = _read_by_txn(store, keys, units)
         return LiveView(state.units, state.units.get)
     index = LiveIndex(store, keys, units)
-    return LiveView(index.units, index.load)
+    return LiveView(index.units, index.load, index.absent_revision)
 
 
 class LiveIndex:
@@ -103,10 +116,12 @@ class LiveIndex:
 
     def __init__(self, store: Store, keys: Keys, wanted: Collection[UnitId] | None):
         self.store, self.keys = store, keys
-        want = set(wanted) if wanted is not None else None
+        self._want = want = set(wanted) if wanted is not None else None
         self.units: dict[UnitId, LiveUnit] = {}
+        self.absent_at = 0  # the earliest revision of the scans of data keys
         for start, stop in _outside_system(keys, keys.root_b, prefix_end(keys.root_b)):
-            for kvs, _ in scan_pages(store, start, end=stop, keys_only=True):
+            for kvs, at in scan_pages(store, start, end=stop, keys_only=True):
+                self.absent_at = min(self.absent_at or at, at)
                 for kv in kvs:
                     parsed = keys.parse_data_key(kv.key)
                     if parsed is not None and (want is None or parsed[0] in want):
@@ -135,6 +150,13 @@ class LiveIndex:
             self._loaded[chunk] = self._read_chunk(self._chunks[chunk])
         keys, revision = self._loaded[chunk].get(unit, {}), self._revisions[chunk]
         return replace(known, keys=dict(keys), read_revision=revision)
+
+    def absent_revision(self, unit: UnitId) -> int:
+        """A wanted unit the index does not hold had no key at the revision of the scans (the
+        earliest, when the prefix took two), nor any record; 0 for a unit left out of them."""
+        if unit in self.units or (self._want is not None and unit not in self._want):
+            return 0
+        return self.absent_at
 
     def _read_chunk(self, services: list[str]) -> dict[UnitId, dict[str, LiveKey]]:
         """The keys of neighbouring services: one range per side of `_system/` (never read

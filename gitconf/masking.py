@@ -184,7 +184,8 @@ class Masker:
     def is_secret(self, key: str) -> bool:
         if self.secrets and covered(key, self.secrets):
             return True
-        return any(rule.secret_prefix(key) is not None for rule in self.patterns)
+        return bool(self.patterns) and any(rule.secret_prefix(key) is not None
+                                           for rule in self.patterns)
 
     def group_has_secret(self, group: str, keys: Iterable[str]) -> bool:
         """An error on a group quotes the whole group: mask it when any secret lies inside."""

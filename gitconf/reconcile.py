@@ -380,7 +380,7 @@ class Reconciler:
             result.cancelled = True
             p.cancelled.add(unit)
             return
-        lv = p.live.load(unit) or LiveUnit(unit, {})
+        lv = p.live.unit(unit)
         if unit in p.refused:
             bad = p.refused[unit]
             up = UnitPlan(unit, [], desired, lv, "failed",

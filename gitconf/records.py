@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from json.encoder import encode_basestring
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, cast
 
 from .names import JSON, DeploySource, UnitId
@@ -25,6 +26,22 @@ UnitRecordKind = Literal["units", "pending", "pins", "history", "overrides"]
 
 def dumps(doc: Any) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+_SCALARS: dict[Any, str] = {True: "true", False: "false", None: "null"}
+
+
+def dumps_value(value: Any) -> str:
+    """`dumps(value)`, with strings, integers, booleans and null (almost every config value)
+    encoded without building a JSON encoder each time (a first apply encodes every key)."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is bool or value is None:
+        return _SCALARS[value]
+    return dumps(value)
 
 
 class RecordError(ValueError):
@@ -52,14 +69,16 @@ class Record:
     """
 
     _omit_none: ClassVar[tuple[str, ...]] = ()  # optional fields left out when None
+    _own_dict: ClassVar[tuple[str, ...]] = ()  # fields the subclass's as_dict writes itself
 
     def as_dict(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"format": FORMAT}
+        own = self._own_dict
         for name in _field_names(type(self)):
             value = getattr(self, name)
             if value is None and name in self._omit_none:
                 continue
-            doc[name] = _plain(value)
+            doc[name] = None if name in own else _plain(value)
         return doc
 
     def to_json(self) -> bytes:
@@ -154,6 +173,7 @@ class DeployRecord(Record):
     totals: tuple[int, int, int] | None = None
 
     _omit_none: ClassVar[tuple[str, ...]] = ("restored_commit", "override", "totals")
+    _own_dict: ClassVar[tuple[str, ...]] = ("added", "changed", "deleted")
 
     def counts(self) -> tuple[int, int, int]:
         return self.totals or (len(self.added), len(self.changed), len(self.deleted))
@@ -509,7 +529,7 @@ class EnvelopeMeta:
 
 
 def encode_envelope(value: JSON, suffix: str) -> bytes:
-    return ('{"value":' + dumps(value) + suffix).encode("utf-8")
+    return ('{"value":' + dumps_value(value) + suffix).encode("utf-8")
 
 
 def envelope_from_json(value_json: str, suffix: str) -> bytes:

@@ -21,7 +21,7 @@ from jsonschema.protocols import Validator
 from . import safeyaml
 from .keypath import all_parents, nearest_parent_in, parents
 from .model import JSON, DesiredState, DesiredUnit, Position, Problem, UnitId
-from .records import dumps
+from .records import dumps_value
 from .schema import SchemaSet, ServiceSchema, packaged_schema, validate_values
 from .trees import Tree
 
@@ -703,7 +703,7 @@ def _service_units(svc: ServiceFiles, envs: dict[str, str], raw: dict[str, bytes
             secret_keys=schema.secret_keys_of(merged) if schema else frozenset(),
             problems=problems,
             # encoded here, where parsing happens (in worker processes for large applies)
-            encoded={k: dumps(v) for k, v in merged.items()} if encode else {},
+            encoded={k: dumps_value(v) for k, v in merged.items()} if encode else {},
         )
         if shared_broken and svc.schema:
             unit.problems.append(Problem(svc.schema, 1, 1, "schema",

@@ -160,9 +160,14 @@ def scan_pages(store: Ranges, prefix: bytes, page: int = 5_000, *, end: bytes | 
 # object per put. Every store takes operations in this form (`Store.txn_start`, `txn_wire`).
 
 
+_ONE_BYTE = tuple(bytes((n,)) for n in range(0x80))
+
+
 def varint(n: int) -> bytes:
     if n < 0x80:
-        return bytes((n,))
+        return _ONE_BYTE[n]
+    if n < 0x4000:  # keys, values and operations up to 16 KiB: two bytes, no loop
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -172,11 +177,12 @@ def varint(n: int) -> bytes:
 
 
 def wire_put(key: bytes, value: bytes, lease: int = 0) -> bytes:
-    """`RequestOp{request_put: PutRequest{key, value, lease}}` as bytes."""
-    body = b"\x0a" + varint(len(key)) + key + b"\x12" + varint(len(value)) + value
-    if lease:
-        body += b"\x18" + varint(lease)
-    return b"\x12" + varint(len(body)) + body
+    """`RequestOp{request_put: PutRequest{key, value, lease}}` as bytes (one join: a deploy
+    encodes one per key)."""
+    klen, vlen = varint(len(key)), varint(len(value))
+    tail = b"\x18" + varint(lease) if lease else b""
+    size = 2 + len(klen) + len(key) + len(vlen) + len(value) + len(tail)
+    return b"".join((b"\x12", varint(size), b"\x0a", klen, key, b"\x12", vlen, value, tail))
 
 
 def wire_delete(key: bytes) -> bytes:

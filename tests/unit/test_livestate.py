@@ -102,3 +102,22 @@ def test_wanted_units_only_and_many_units_use_the_index() -> None:
     few = read_live(store, KEYS, {UnitId("s01", "prod"), UnitId("new", "prod")})
     assert set(few.units) == {UnitId("s01", "prod"), UnitId("new", "prod")}
     assert few.load(UnitId("new", "prod")).keys == {}  # type: ignore[union-attr]
+
+
+def test_a_unit_the_index_did_not_see_was_absent_at_the_scan() -> None:
+    """A wanted unit with no key and no record is planned as read empty at the index's scan: a
+    first deploy guards its additions with one range compare over the unit, which a key
+    written there since the scan fails (and nothing is claimed of units left out of it)."""
+    store = MemStore()
+    fill(store, {UnitId("svc", "prod"): {"a": 1}}, set(), set())
+    fresh, other = UnitId("new", "prod"), UnitId("left-out", "prod")
+    view = read_live(store, KEYS, [UnitId("svc", "prod"), fresh] + [
+        UnitId(f"s{i}", "dev") for i in range(60)])  # past SCAN_THRESHOLD: the index
+    scanned = store.revision()
+    lv = view.unit(fresh)
+    assert (lv.keys, lv.record, lv.read_revision) == ({}, None, scanned)
+    assert view.unit(other).read_revision == 0  # not wanted: not scanned for
+    guard = store.cmp_range_unchanged(KEYS.unit_prefix(fresh), lv.read_revision)
+    assert store.txn_wire([guard], []).succeeded
+    store.put(KEYS.data_key(fresh, "x"), b"written meanwhile")
+    assert not store.txn_wire([guard], []).succeeded
