@@ -114,6 +114,25 @@ def shared_etcd_cost(repo: Path, endpoint: str, foreign: int) -> tuple[float, fl
     return quiet, busy
 
 
+def first_apply_rounds(repo: Path, rounds: int) -> tuple[list[float], list[float]]:
+    """gitconf's first apply and the raw floor, alternating (which goes first alternates too),
+    each onto an empty etcd of its own: in a shared one, every run would write into a larger
+    database than the run before it."""
+    firsts: list[float] = []
+    raws: list[float] = []
+    for r in range(rounds):
+        for who in ("raw", "gitconf") if r % 2 == 0 else ("gitconf", "raw"):
+            with EmbeddedEtcd() as etcd:
+                if who == "raw":
+                    raws.append(run([sys.executable, str(HERE / "raw_apply.py"), str(repo),
+                                     etcd.endpoint, "/config"]))
+                else:
+                    firsts.append(run([str(BIN / "gitconf"), "apply", "--repo", str(repo)],
+                                      {"GITCONF_ETCD_ENDPOINTS": etcd.endpoint,
+                                       "GITCONF_PREFIX": "/config"}))
+    return firsts, raws
+
+
 def fresh_repo(root: Path, services: int) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     generate(root, services, git=True)
@@ -138,16 +157,8 @@ def main() -> None:
         return
     big = fresh_repo(a.out / "apply-ref", a.services)
     small = fresh_repo(a.out / "apply-small", max(1, a.services // 100))
-    ratios, firsts, raws = [], [], []
-    with EmbeddedEtcd() as etcd:
-        ep = etcd.endpoint
-        for r in range(a.rounds):  # alternate the two, each on a fresh prefix: noise is shared
-            t_raw = run([sys.executable, str(HERE / "raw_apply.py"), str(big), ep, f"/raw{r}"])
-            t_first = run([str(BIN / "gitconf"), "apply", "--repo", str(big)],
-                          {"GITCONF_ETCD_ENDPOINTS": ep, "GITCONF_PREFIX": f"/first{r}"})
-            raws.append(t_raw)
-            firsts.append(t_first)
-            ratios.append(t_first / t_raw)
+    firsts, raws = first_apply_rounds(big, a.rounds)
+    ratios = [f / r for f, r in zip(firsts, raws, strict=True)]
     with EmbeddedEtcd() as etcd:
         ep = etcd.endpoint
         one_big, noop_big = one_key_cost(big, ep, "/config")

@@ -477,13 +477,15 @@ class GitSource:
         units changed, and whether the layout did)."""
         key = (a, b)
         if key not in self._diffs:
-            out = self.run(["diff", "--name-status", "-z", "--no-renames", "--end-of-options",
-                            a, b, "--"])
-            parts = [p for p in out.split("\0") if p]
-            if len(self._diffs) >= 8:
-                self._diffs.pop(next(iter(self._diffs)))
-            self._diffs[key] = list(zip(parts[0::2], parts[1::2], strict=True))
+            self._remember_diff(key, self.run(["diff", "--name-status", "-z", "--no-renames",
+                                               "--end-of-options", a, b, "--"]))
         return self._diffs[key]
+
+    def _remember_diff(self, key: tuple[str, str], name_status: str) -> None:
+        parts = [p for p in name_status.split("\0") if p]
+        if len(self._diffs) >= 8:
+            self._diffs.pop(next(iter(self._diffs)))
+        self._diffs[key] = list(zip(parts[0::2], parts[1::2], strict=True))
 
     def is_ancestor(self, a: str, b: str) -> bool:
         """Whether `a` is an ancestor of `b`; False too when either is unknown here."""
@@ -491,17 +493,23 @@ class GitSource:
                       git_dir=self.git_dir, ok=range(256))
         return res.returncode == 0
 
-    def commit_info(self, sha: str) -> CommitInfo:
+    def commit_info(self, sha: str, since: str | None = None) -> CommitInfo:
         """Who and what a commit is, and its version: its highest tag by version order (git's
         `--sort=-v:refname`), else its short id. One `git show`: the tags come as its
-        decorations."""
-        fmt = "%x00".join(["%H", "%an", "%ae", "%at",
+        decorations. With `since` (the commit applied last), the same process also lists the
+        paths the commit changed: when `since` is its only parent (a one-commit push, the
+        daemon's usual cycle), that is `changed_status(since, sha)`, and no `git diff` runs."""
+        fmt = "%x00".join(["%H", "%P", "%an", "%ae", "%at",
                            "%(trailers:key=Approved-by,valueonly,separator=%x1f)",
-                           "%(trailers:key=Reviewed-by,valueonly,separator=%x1f)", "%D", "%s"])
-        out = self.run(["show", "-s", f"--format={fmt}", "--decorate-refs=refs/tags/",
+                           "%(trailers:key=Reviewed-by,valueonly,separator=%x1f)", "%D",
+                           "%s"]) + "%x00"
+        diff = ["--name-status", "-z", "--no-renames", "--diff-merges=off"] if since else ["-s"]
+        out = self.run(["show", *diff, f"--format={fmt}", "--decorate-refs=refs/tags/",
                         "--end-of-options", sha, "--"])
-        full, name, email, at, approved, reviewed, refs, subject = \
-            out.rstrip("\n").split("\0", 7)
+        full, parents, name, email, at, approved, reviewed, refs, subject, rest = \
+            out.split("\0", 9)
+        if since and parents == since:  # the name-status lines follow the header's NUL
+            self._remember_diff((since, full), rest.lstrip("\0\n"))
         trailer = (approved or reviewed).split("\x1f")[0].strip()
         tag = max((r[5:] for r in refs.split(", ") if r.startswith("tag: ")),
                   key=lambda t: (version_order(t), t), default=None)

@@ -298,10 +298,10 @@ class Reconciler:
 
     def _source_tree(self, req: Request, prev: Previous) -> tuple[str, CommitInfo, Tree, Layout]:
         target = self.source.resolve(req.ref)
-        commit = self.source.commit_info(target)
+        last = prev.record.commit if prev.record is not None else None
+        commit = self.source.commit_info(target, since=None if req.worktree else last)
         if not req.worktree:
             tree: Tree = self.source.tree(target)
-            last = prev.record.commit if prev.record is not None else None
             return target, commit, tree, self.layout_at(target, tree, since=last)
         if self.source.work_tree is None:
             raise UsageError("--worktree needs a working tree, not a bare repository")

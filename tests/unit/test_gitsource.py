@@ -422,3 +422,34 @@ def test_a_restricted_tree_travels_with_its_blob_ids(tmp_path: Path) -> None:
     assert dict(part.read(["b/prod.yaml"])) == {"b/prod.yaml": b"y: 2\n"}
     whole = pickle.loads(pickle.dumps(tree))  # the whole listing stays behind
     assert whole._blobs is None
+
+
+def test_a_commits_info_brings_its_changes_when_asked_since_its_parent(tmp_path: Path) -> None:
+    """`commit_info(sha, since=parent)` lists what the commit changed in the same `git show`,
+    exactly as `git diff` does (modified, added, deleted, odd names); since another commit (or
+    for a merge) the changes are asked of `git diff`, and are the same either way."""
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n", "svc/dev.yaml": "a: 1\n",
+                                      "old/prod.yaml": "a: 1\n"})
+    first = repo.head()
+    (repo.path / "svc" / "prod.yaml").write_text("a: 2\n")
+    (repo.path / "new svc é" / "prod.yaml").parent.mkdir()
+    (repo.path / "new svc é" / "prod.yaml").write_text("a: 1\n")
+    shutil.rmtree(repo.path / "old")
+    git(repo.path, "add", "-A")
+    git(repo.path, "commit", "-qm", "three kinds of change")
+    second = repo.head()
+    source = GitSource.open(str(repo.path))
+    info = source.commit_info(second, since=first)
+    assert info.sha == second and info.subject == "three kinds of change"
+    by_diff = GitSource.open(str(repo.path)).changed_status(first, second)
+    assert sorted(by_diff) == [("A", "new svc é/prod.yaml"), ("D", "old/prod.yaml"),
+                               ("M", "svc/prod.yaml")]
+    assert (first, second) in source._diffs  # came with the commit's info
+    assert source.changed_status(first, second) == by_diff
+    (repo.path / "svc" / "dev.yaml").write_text("a: 3\n")
+    git(repo.path, "commit", "-qam", "third")
+    other = GitSource.open(str(repo.path))
+    other.commit_info(repo.head(), since=first)  # not its parent: nothing remembered
+    assert (first, repo.head()) not in other._diffs
+    assert other.changed_status(first, repo.head()) == \
+        GitSource.open(str(repo.path)).changed_status(first, repo.head())
