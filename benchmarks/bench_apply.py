@@ -114,6 +114,16 @@ def shared_etcd_cost(repo: Path, endpoint: str, foreign: int) -> tuple[float, fl
     return quiet, busy
 
 
+LIBRARIES = "import typer, rich.console, rich.table, pyetcd, yaml, jsonschema_rs"
+
+
+def import_floor(statement: str = LIBRARIES, runs: int = 7) -> float:
+    """Best wall time of a Python process that only imports what every `gitconf apply` needs
+    (the CLI framework, the terminal renderer, the etcd client, the YAML parser, the schema
+    validator): what a one-key apply cannot go below, however little it does."""
+    return min(run([sys.executable, "-c", statement]) for _ in range(runs))
+
+
 def first_apply_rounds(repo: Path, rounds: int) -> tuple[list[float], list[float]]:
     """gitconf's first apply and the raw floor, alternating (which goes first alternates too),
     each onto an empty etcd of its own: in a shared one, every run would write into a larger
@@ -175,6 +185,8 @@ def main() -> None:
           f"{one_small:.3f} s on {max(1, a.services // 100)} (target < 0.5 s, size-independent)")
     print(f"  no-op apply: {noop_big:.3f} s on {a.services} services, {noop_small:.3f} s on "
           f"{max(1, a.services // 100)}")
+    print(f"  the floor of a run's start-up: importing the libraries it needs takes "
+          f"{import_floor():.3f} s; an empty Python {import_floor('pass'):.3f} s")
     keys = a.services * 99
     for name, (wall, rss) in whole.items():
         print(f"  {name:<19} {wall:6.2f} s, peak RSS {rss:5.0f} MB ({rss * 1024 / keys:.2f} KB "

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .model import DesiredUnit, Problem
-from .repo_format import Layout, LoadOptions, ServiceFiles, iter_units
+from .repo_format import Layout, LoadOptions, ServiceFiles, iter_units, selected_services
 from .schema import ServiceSchema
 from .trees import Tree
 from .validation import Tally, check_services
@@ -62,7 +62,7 @@ def check_in_workers(tree: Tree, layout: Layout, workers: int = 0,
                      chunk: int = 40) -> Iterator[Tally]:
     """`validation.check_services` spread over worker processes, one per core (the caller only
     adds up), from `PARALLEL_SERVICES` services on; smaller trees are checked in process."""
-    selected = [s for _, s in sorted(layout.services.items())]
+    selected = selected_services(layout, None)
     if len(selected) < PARALLEL_SERVICES:
         yield check_services(tree, layout)
         return
@@ -100,8 +100,7 @@ def iter_units_parallel(tree: Tree, layout: Layout, options: LoadOptions,
                         ) -> Iterator[tuple[DesiredUnit | None, list[Problem]]]:
     """`iter_units` spread over worker processes, yielded in order as chunks complete, so the
     caller plans and writes while the workers parse."""
-    selected = [s for name, s in sorted(layout.services.items())
-                if options.services is None or name in options.services]
+    selected = selected_services(layout, options.services)
     chunks = [selected[i:i + chunk] for i in range(0, len(selected), chunk)]
     # leave a core to the process that plans and writes (and to etcd, when it is local)
     workers = workers or max(1, min(4, (os.cpu_count() or 2) - 1))
