@@ -142,7 +142,9 @@ def test_drift_is_reverted_or_reported_per_policy(tmp_path: Path, env: dict, sto
                                             b'"metadata": {}}')
         took = wait_until(lambda: value(store, keys) == 1, timeout=5)
         assert took < 2
-        assert d.metric('gitconf_drift_events_total{action="reverted"}') == 1
+        # counted when the pass ends, a moment after its write is visible
+        wait_until(lambda: d.metric('gitconf_drift_events_total{action="reverted"}') == 1,
+                   timeout=5)
         kvs, _ = store.scan(keys.history_prefix(UNIT))
         last = json.loads(kvs[-1].value)
         assert last["reverted_drift"] is True and last["changed"][0]["old"] == 99
