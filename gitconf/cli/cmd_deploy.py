@@ -28,7 +28,7 @@ from .app import (
     out_json,
     shows_progress,
 )
-from .context import check_selection, reconciler_for, selection_scope
+from .context import check_selection, reconciler_for, selection_size
 
 if TYPE_CHECKING:
     from ..model import UnitId, UnitPlan
@@ -114,7 +114,7 @@ def _expected_units(rec: Reconciler, ref: str, full: bool, service: list[str] | 
 
     if not full and read_previous(rec.store, rec.keys).record is not None:
         return None
-    return len(selection_scope(rec, rec.source.resolve(ref), service, env)) or None
+    return selection_size(rec, rec.source.resolve(ref), service, env) or None
 
 
 @app.command(epilog=env_help(*ETCD_ENV, *REPO_ENV))
@@ -164,7 +164,7 @@ def diff(
         req = Request(ref=ref, services=service, environments=env, full=full,
                       prune=not no_prune, dry_run=True)
         result = watch.run(rec, req) if no_prune else rec.run(req)
-        scope = selection_scope(rec, result.commit.sha, service, env)
+        scope = selection_size(rec, result.commit.sha, service, env)
     summary = diff_summary(result, Tally.of(result, scope, watch.unpruned))
     if format is ReportFormat.json:
         out_json({**plan_json(result, show_secrets, stat),
@@ -232,7 +232,7 @@ def apply(
     with reconciler_for(repo, etcd, prefix, ref) as rec:
         check_selection(rec, ref, service, env)
         result, watch = _apply(rec, req, dry_run)
-        scope = selection_scope(rec, result.commit.sha, service, env)
+        scope = selection_size(rec, result.commit.sha, service, env)
     _show_apply(result, watch, scope, format, show_secrets)
     if not result.ok:
         raise typer.Exit(1)
@@ -241,11 +241,11 @@ def apply(
 def _apply(rec: Reconciler, req: Request, dry_run: bool) -> tuple[Result, Watch]:
     """One pass, with the follow-up pull requests of drift kept as overrides, and a progress
     bar for a person watching."""
-    from ..followup import PullRequests, base_branch, settings_at
+    from ..followup import PullRequests
 
-    settings = settings_at(rec.source, req.ref)
-    prs = PullRequests(rec.source, rec.store, rec.keys, settings,
-                       base_branch(rec.source, settings))
+    # settings and base branch are read only if a pull request is needed (drift kept as an
+    # override): reading `.gitconf.yaml` goes through the root tree, large at 10,000 services
+    prs = PullRequests(rec.source, rec.store, rec.keys, ref=req.ref)
     req.pull_request_state = prs.state
     bar: Progress | None = None
     if shows_progress() and not dry_run:
@@ -269,7 +269,7 @@ def _list(values: Any) -> list[str] | None:
     return list(values) if values is not None else None
 
 
-def _show_apply(result: Result, watch: Watch, scope: set[UnitId], format: ReportFormat,
+def _show_apply(result: Result, watch: Watch, scope: int, format: ReportFormat,
                 show_secrets: bool) -> None:
     from .render import (
         Tally,

@@ -122,9 +122,9 @@ class Tally:
     changing: set[UnitId] = field(default_factory=set)  # a dry run's units with changes
 
     @classmethod
-    def of(cls, result: Result, scope: set[UnitId] | None, unpruned: Unpruned) -> Tally:
+    def of(cls, result: Result, scope: int | None, unpruned: Unpruned) -> Tally:
         return cls(
-            None if scope is None else len(scope),
+            scope,
             {u for u, r in result.plan.skipped if is_pin(r)},
             {u for u, r in result.plan.skipped if not is_pin(r)},
             {u for u, _ in result.plan.failed},
