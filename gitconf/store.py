@@ -142,17 +142,67 @@ def scan_pages(store: Ranges, prefix: bytes, page: int = 5_000, *, end: bytes | 
     """Every key under `prefix` (or in [`prefix`, `end`)), a page at a time, all at the
     revision of the first page (one consistent snapshot), each with that revision; the first
     page comes even when empty, so the revision is always known. A caller that folds the
-    pages as they come holds one page of raw values, not the whole prefix."""
+    pages as they come holds one page of raw values, not the whole prefix.
+
+    etcd counts every key from a range's start to its end to answer a limited range (its
+    `count`), so paging a wide range costs the square of its size: a page at the start of a
+    1M-key prefix takes 260 ms, one near its end 6 ms. After the first page, each request
+    asks for a window of the key space sized from what the previous one held (wider where
+    keys are sparse, narrower where dense), so each costs about a page."""
     end = prefix_end(prefix) if end is None else end
-    start, revision = prefix, 0
+    res = store.range(prefix, end, limit=page, keys_only=keys_only,
+                      min_mod_revision=min_mod_revision)
+    revision = res.revision
+    yield res.kvs, revision
+    if not res.more or not res.kvs:
+        return
+    window = _Window(res.kvs[0].key, res.kvs[-1].key)
+    start = res.kvs[-1].key + b"\0"
     while True:
-        res = store.range(start, end, limit=page, revision=revision, keys_only=keys_only,
+        # etcd's end b"\0" is "every key from start on": no window is narrower than that
+        stop = end if end == b"\0" else window.after(start, end)
+        res = store.range(start, stop, limit=page, revision=revision, keys_only=keys_only,
                           min_mod_revision=min_mod_revision)
-        revision = revision or res.revision
-        yield res.kvs, revision
-        if not res.more or not res.kvs:
+        if res.kvs:
+            yield res.kvs, revision
+        if res.more and res.kvs:
+            window.fit(start, res.kvs[-1].key)  # the span that held a page
+            start = res.kvs[-1].key + b"\0"
+        elif stop == end:
             return
-        start = res.kvs[-1].key + b"\0"
+        else:
+            start = stop
+            if 2 * len(res.kvs) < page:
+                window.widen()
+
+
+class _Window:
+    """A width in key space, keys read as fixed-width big-endian numbers: first the span of
+    the first page's keys; after a window that held more than a page, the span of the page it
+    gave; doubled after one that held less than half of one."""
+
+    def __init__(self, first: bytes, last: bytes):
+        self.digits = min(64, max(len(first), len(last)) + 2)
+        self.width = max(1, self._number(last) - self._number(first))
+
+    def _number(self, key: bytes) -> int:
+        return int.from_bytes(key[:self.digits].ljust(self.digits, b"\0"), "big")
+
+    def after(self, start: bytes, end: bytes) -> bytes:
+        """The end of the window from `start`: beyond `start`, and `end` at the furthest."""
+        value = self._number(start) + self.width
+        if value >= 256 ** self.digits:
+            return end
+        stop = value.to_bytes(self.digits, "big")
+        if stop <= start:  # `start` is longer than the digits kept: past all its extensions
+            stop = prefix_end(start[:self.digits])
+        return end if stop <= start else min(stop, end)
+
+    def fit(self, start: bytes, last: bytes) -> None:
+        self.width = max(1, self._number(last) - self._number(start))
+
+    def widen(self) -> None:
+        self.width *= 2
 
 
 # -- encoded operations: etcd's `RequestOp` protobuf, written by hand -------------------------
