@@ -118,10 +118,10 @@ class LiveIndex:
         self.store, self.keys = store, keys
         self._want = want = set(wanted) if wanted is not None else None
         self.units: dict[UnitId, LiveUnit] = {}
-        self.absent_at = 0  # the earliest revision of the scans of data keys
+        self.scanned_at = 0  # the earliest revision of the scans of data keys
         for start, stop in _outside_system(keys, keys.root_b, prefix_end(keys.root_b)):
             for kvs, at in scan_pages(store, start, end=stop, keys_only=True):
-                self.absent_at = min(self.absent_at or at, at)
+                self.scanned_at = min(self.scanned_at or at, at)
                 for kv in kvs:
                     parsed = keys.parse_data_key(kv.key)
                     if parsed is not None and (want is None or parsed[0] in want):
@@ -156,7 +156,7 @@ class LiveIndex:
         earliest, when the prefix took two), nor any record; 0 for a unit left out of them."""
         if unit in self.units or (self._want is not None and unit not in self._want):
             return 0
-        return self.absent_at
+        return self.scanned_at
 
     def _read_chunk(self, services: list[str]) -> dict[UnitId, dict[str, LiveKey]]:
         """The keys of neighbouring services: one range per side of `_system/` (never read

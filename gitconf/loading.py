@@ -16,7 +16,7 @@ from .model import DesiredUnit, Problem
 from .repo_format import Layout, LoadOptions, ServiceFiles, iter_units, selected_services
 from .schema import ServiceSchema
 from .trees import Tree
-from .validation import Tally, check_services
+from .validation import Findings, check_services
 
 if TYPE_CHECKING:
     from concurrent.futures import Future, ProcessPoolExecutor
@@ -53,13 +53,13 @@ def _load_chunk(tree: Tree, settings: dict[str, Any], services: list[ServiceFile
 
 
 def _check_chunk(tree: Tree, settings: dict[str, Any], services: list[ServiceFiles],
-                 shared: list[str], options: LoadOptions) -> Tally:
+                 shared: list[str], options: LoadOptions) -> Findings:
     """A worker's share of `validate`: only problems and counts travel back."""
     return check_services(tree, Layout(settings, {s.name: s for s in services}, shared, []))
 
 
 def check_in_workers(tree: Tree, layout: Layout, workers: int = 0,
-                     chunk: int = 40) -> Iterator[Tally]:
+                     chunk: int = 40) -> Iterator[Findings]:
     """`validation.check_services` spread over worker processes, one per core (the caller only
     adds up), from `PARALLEL_SERVICES` services on; smaller trees are checked in process."""
     selected = selected_services(layout, None)
@@ -68,7 +68,7 @@ def check_in_workers(tree: Tree, layout: Layout, workers: int = 0,
         return
     chunks = [selected[i:i + chunk] for i in range(0, len(selected), chunk)]
     yield from _run_chunks(_check_chunk, tree, layout, LoadOptions(), chunks,
-                           workers or max(1, min(4, os.cpu_count() or 2)))
+                           workers or _workers(spare=0))
 
 
 def _ignore_sigint() -> None:
@@ -103,10 +103,15 @@ def iter_units_parallel(tree: Tree, layout: Layout, options: LoadOptions,
     selected = selected_services(layout, options.services)
     chunks = [selected[i:i + chunk] for i in range(0, len(selected), chunk)]
     # leave a core to the process that plans and writes (and to etcd, when it is local)
-    workers = workers or max(1, min(4, (os.cpu_count() or 2) - 1))
+    workers = workers or _workers(spare=1)
     for units, compiled in _run_chunks(_load_chunk, tree, layout, options, chunks, workers):
         compiled_out.update(compiled)
         yield from units
+
+
+def _workers(spare: int) -> int:
+    """Worker processes: one per core but `spare`, at least one and at most four."""
+    return max(1, min(4, (os.cpu_count() or 2) - spare))
 
 
 T = TypeVar("T")

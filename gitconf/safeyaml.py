@@ -233,10 +233,6 @@ def _offset_position(text: str, offset: int) -> tuple[int, int]:
     return line, len(before) - (before.rfind("\n") + 1) + 1
 
 
-def _pos(file: str, node: Node) -> Position:
-    return Position(file, node.start_mark.line + 1, node.start_mark.column + 1)
-
-
 class _Builder:
     def __init__(self, loader: yaml.CSafeLoader, file: str, root: Node, item_positions: bool,
                  json_scalars: bool = False):

@@ -937,6 +937,7 @@ _RS_DIALECTS = frozenset(
                 "http://json-schema.org/draft-07/schema", "http://json-schema.org/draft-06/schema",
                 "http://json-schema.org/draft-04/schema")
     for tail in ("", "#"))
+_RS_DEFAULT = "https://json-schema.org/draft/2020-12/schema"  # when `$schema` is absent
 
 
 def _rs_meta_valid(doc: Any) -> bool:
@@ -955,8 +956,6 @@ def _rs_meta_valid(doc: Any) -> bool:
     except Exception:  # not installed, or a document it cannot take
         return False
 
-
-_RS_DEFAULT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def _check_schema(doc: Any, path: str,

@@ -41,7 +41,7 @@ class ValidationReport:
 
 
 @dataclass
-class Tally:
+class Findings:
     """What validating some services found: their problems, units and keys."""
 
     problems: list[Problem] = field(default_factory=list)
@@ -49,9 +49,9 @@ class Tally:
     units: int = 0
 
 
-def check_services(tree: Tree, layout: Layout) -> Tally:
+def check_services(tree: Tree, layout: Layout) -> Findings:
     """Validate the services of `layout`, in this process; units are counted and dropped."""
-    tally = Tally()
+    tally = Findings()
     for unit, unit_problems in iter_units(tree, layout):
         tally.problems.extend(unit_problems)
         if unit is not None:
@@ -60,7 +60,7 @@ def check_services(tree: Tree, layout: Layout) -> Tally:
     return tally
 
 
-Checker = Callable[[Tree, Layout], Iterable[Tally]]
+Checker = Callable[[Tree, Layout], Iterable[Findings]]
 
 
 def validate_tree(tree: Tree, checker: Checker | None = None) -> ValidationReport:
@@ -77,5 +77,5 @@ def validate_tree(tree: Tree, checker: Checker | None = None) -> ValidationRepor
     return ValidationReport(layout.files, keys, units, ordered)
 
 
-def _in_process(tree: Tree, layout: Layout) -> list[Tally]:
+def _in_process(tree: Tree, layout: Layout) -> list[Findings]:
     return [check_services(tree, layout)]
