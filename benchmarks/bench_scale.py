@@ -1,7 +1,8 @@
 """Linearity at ten times the reference scale (issue 13), in one run on one etcd: the first
 apply of the reference repository (1,000 services, ~99,000 keys) and of one ten times larger
-(~990,000 keys), then `status` and `diff --full` of each, the small one timed before and after
-the large one (machines drift), with the peak RSS of each command's largest process.
+(~990,000 keys), then `status`, `diff --full` and a no-op `apply --full` of each, the small one
+timed before and after the large one (machines drift), with the peak RSS of each command's
+largest process.
 
     python benchmarks/bench_scale.py [--services 1000] [--factor 10] [--out benchmarks/out]
 """
@@ -39,7 +40,8 @@ def main() -> None:
               f"~{a.services * a.factor * 99:,} keys), one etcd")
         print(f"  first apply: {firsts[0]:.1f} s, {firsts[1]:.1f} s = "
               f"{firsts[1] / firsts[0]:.1f}x")
-        for args in (["status", "-f", "json"], ["diff", "--full", "-f", "json"]):
+        for args in (["status", "-f", "json"], ["diff", "--full", "-f", "json"],
+                     ["apply", "--full", "-f", "json"]):
             before = time_and_rss(args, small, ep, "/small")
             large = time_and_rss(args, big, ep, "/big")
             after = time_and_rss(args, small, ep, "/small")

@@ -43,3 +43,9 @@ class EtcdUnavailable(EtcdError):
 
 class GitHubError(GitconfError):
     exit_code = 2
+
+
+class CacheCorrupt(GitconfError):
+    """A file of gitconf's own cache directory changed under it; deleting it is safe."""
+
+    exit_code = 2

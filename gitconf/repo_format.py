@@ -12,17 +12,13 @@ import logging
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cache
 from typing import Any, Literal, NamedTuple
-
-from jsonschema import Draft202012Validator
-from jsonschema.protocols import Validator
 
 from . import safeyaml
 from .keypath import all_parents, nearest_parent_in, parents
 from .model import JSON, DesiredState, DesiredUnit, Position, Problem, UnitId
 from .records import dumps_value
-from .schema import SchemaSet, ServiceSchema, packaged_schema, validate_values
+from .schema import ErrorSource, SchemaSet, ServiceSchema, meta_check, validate_values
 from .trees import Tree
 
 log = logging.getLogger("gitconf")
@@ -55,20 +51,26 @@ class ServiceFiles:
 @dataclass
 class Layout:
     settings: dict[str, Any]
-    services: dict[str, ServiceFiles]
+    services: Mapping[str, ServiceFiles]  # a dict, or a stored layout's lazily read services
     shared_schemas: list[str]
     problems: list[Problem]
     settings_file: str | None = None
+    units: int | None = field(default=None, compare=False)  # known without counting (stored)
+
+    def unit_count(self, services: Collection[str] | None = None,
+                   environments: Collection[str] | None = None) -> int:
+        """How many units the selection holds; a stored layout answers the whole count
+        without reading its services, and a few named services are looked up."""
+        if not services and not environments and self.units is not None:
+            return self.units
+        chosen = self.services.values() if not services else \
+            (self.services[n] for n in set(services) if n in self.services)
+        return sum(1 for s in chosen for e in s.envs if not environments or e in environments)
 
     @property
     def files(self) -> int:
         n = sum(len(s.all_files()) for s in self.services.values()) + len(self.shared_schemas)
         return n + (1 if self.settings_file else 0)
-
-
-@cache
-def _meta_validator(name: str) -> Validator:
-    return Draft202012Validator(packaged_schema(name))
 
 
 def is_yaml(path: str) -> bool:
@@ -156,14 +158,15 @@ def read_layout(tree: Tree, paths: list[str] | None = None) -> Layout:
         raw = dict(tree.read([settings_file]))[settings_file]
         settings, problems = load_settings(settings_file, raw)
     ignore = set(settings.get("ignore", ()))
-    layout = Layout(settings, {}, [], problems, settings_file)
+    services: dict[str, ServiceFiles] = {}
+    layout = Layout(settings, services, [], problems, settings_file)
     reported_names: set[str] = set()
     for path in paths:
         role = classify_path(path, ignore)
         if role.kind == "shared-schema":
             layout.shared_schemas.append(path)
         elif role.kind not in ("other", "settings"):
-            _place(layout, path, role, reported_names)
+            _place(layout, services, path, role, reported_names)
     _report_refused(tree, layout, ignore)
     return layout
 
@@ -182,7 +185,8 @@ def _report_refused(tree: Tree, layout: Layout, ignore: Collection[str]) -> None
             layout.problems.append(Problem(entry.path, 1, 1, entry.code, entry.message))
 
 
-def _place(layout: Layout, path: str, role: PathRole, reported_names: set[str]) -> None:
+def _place(layout: Layout, services: dict[str, ServiceFiles], path: str, role: PathRole,
+           reported_names: set[str]) -> None:
     """File one service path into the layout, or report why it cannot be."""
     problems, top = layout.problems, role.service
     if role.kind == "nested":
@@ -198,7 +202,7 @@ def _place(layout: Layout, path: str, role: PathRole, reported_names: set[str]) 
                                     "list it under ignore: in .gitconf.yaml if it is not "
                                     "a service"))
         return
-    svc = layout.services.setdefault(top, ServiceFiles(top))
+    svc = services.setdefault(top, ServiceFiles(top))
     if role.kind in ("schema", "base"):
         what = "schemas" if role.kind == "schema" else "base files"
         current = svc.schema if role.kind == "schema" else svc.base
@@ -257,7 +261,7 @@ def load_settings(path: str, raw: bytes) -> tuple[dict[str, Any], list[Problem]]
         return {}, problems
     if doc is None:
         return {}, []
-    validator = _meta_validator("gitconf-config.json")
+    validator = meta_check("gitconf-config.json")
     for err in validator.iter_errors(doc):
         where = tuple(err.absolute_path)
         pos = next((positions[where[:n]] for n in range(len(where), 0, -1)
@@ -621,7 +625,7 @@ def iter_units(tree: Tree, layout: Layout, options: LoadOptions | None = None,
     `(None, problems)`. Shared-schema problems come first, as `(None, problems)`."""
     options = options or LoadOptions()
     schemas = SchemaSet(layout.settings)
-    compact_meta = _meta_validator("compact-schema.json")
+    compact_meta = meta_check("compact-schema.json")
     shared_problems: list[Problem] = []
     if layout.shared_schemas:
         docs = []
@@ -671,7 +675,7 @@ def _mark_secret_lines(problems: list[Problem], schema: ServiceSchema | None,
 
 
 def _service_units(svc: ServiceFiles, envs: dict[str, str], raw: dict[str, bytes],
-                   schemas: SchemaSet, compact_meta: Validator,
+                   schemas: SchemaSet, compact_meta: ErrorSource,
                    schemas_out: dict[str, ServiceSchema] | None, shared_broken: bool,
                    encode: bool = False) -> Iterator[tuple[DesiredUnit | None, list[Problem]]]:
     service_problems: list[Problem] = []

@@ -3,13 +3,18 @@
 the file, line and column of the offending key.
 
 One validator is built per schema and reused for every environment (building one costs far
-more than using it). Every repository resource lives under the base URI `file:///repo/`; no
-retriever is registered, so a `$ref` can only reach files of the repository itself. Each `$ref`
-is followed when the schema is compiled, the way the validator will follow it (root `$id`,
-nested ids, dialect): one that does not resolve, reaches no schema or loops without descending
-into the value is a positioned `schema-ref` problem, never a traceback while validating. A
-compact schema's `$ref` names another file: the compact text is compiled before use, so no
-pointer into it means what its author sees.
+more than using it). jsonschema-rs answers "valid?" (schemas, values, gitconf's own
+meta-schemas); python-jsonschema and `referencing`, ~0.1 s to import, are imported only to
+explain a "no", to follow `$ref`s, or where jsonschema-rs cannot take a schema: a one-key
+`gitconf apply` of a valid commit never loads them.
+
+Every repository resource lives under the base URI `file:///repo/`; no retriever is registered,
+so a `$ref` can only reach files of the repository itself. Each `$ref` is followed when the
+schema is compiled, the way the validator will follow it (root `$id`, nested ids, dialect): one
+that does not resolve, reaches no schema or loops without descending into the value is a
+positioned `schema-ref` problem, never a traceback while validating. A compact schema's `$ref`
+names another file: the compact text is compiled before use, so no pointer into it means what
+its author sees.
 
 A compact schema is closed (SPEC §2): each group compiles with `additionalProperties: false`
 unless it says `additional: true` (any key) or `additional: {type: ...}` (any key, of that
@@ -25,20 +30,12 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urldefrag, urljoin, urlsplit
-
-from jsonschema import Draft202012Validator, FormatChecker, SchemaError, ValidationError
-from jsonschema import validators as jsonschema_validators
-from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
-from referencing import Registry, Resource, Specification
-from referencing.exceptions import Unresolvable
-from referencing.jsonschema import DRAFT202012, specification_with
 
 from .keypath import parents
 from .masking import (
@@ -50,6 +47,11 @@ from .masking import (
     pattern_search,
 )
 from .model import JSON, Position, Problem
+
+if TYPE_CHECKING:
+    from jsonschema import ValidationError
+    from jsonschema.protocols import Validator
+    from referencing import Registry, Specification
 
 REPO_BASE = "file:///repo/"
 JSON_TYPES = ("string", "integer", "number", "boolean", "array", "object", "null")
@@ -226,17 +228,64 @@ def _regex_format(instance: object) -> bool:
     return True
 
 
-COMPACT_FORMATS = FormatChecker(formats=())
-COMPACT_FORMATS.checks("regex", raises=PatternError)(_regex_format)
-
-
 @cache
 def compact_meta_validator() -> Validator:
     """The compact meta-schema as gitconf applies it: with `format: regex` asserted (by RE2),
     so a compact schema it accepts compiles to a valid JSON Schema whose patterns gitconf can
     evaluate. Tests and tools that ask "is this compact schema valid?" use this one."""
-    return Draft202012Validator(packaged_schema("compact-schema.json"),
-                                format_checker=COMPACT_FORMATS)
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    formats = FormatChecker(formats=())
+    formats.checks("regex", raises=PatternError)(_regex_format)
+    return Draft202012Validator(packaged_schema("compact-schema.json"), format_checker=formats)
+
+
+class ErrorSource(Protocol):
+    """What checks a document against a meta-schema: a python-jsonschema validator, or a
+    `MetaCheck`."""
+
+    def iter_errors(self, instance: Any) -> Iterator[Any]: ...
+
+
+class MetaCheck:
+    """One of gitconf's packaged meta-schemas (compact schemas, `.gitconf.yaml`), formats not
+    asserted. jsonschema-rs answers "valid?" in microseconds; python-jsonschema, imported only
+    for a document jsonschema-rs does not call valid, gives the errors and their words, so
+    every verdict that matters is its own (tests/unit/test_schema_compile.py holds them to
+    the same answers)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._fast: Any = None
+        self._python: Any = None
+
+    def is_valid(self, doc: Any) -> bool:
+        """jsonschema-rs's "valid" (False also when it is missing or cannot take `doc`)."""
+        try:
+            if self._fast is None:
+                import jsonschema_rs
+
+                self._fast = jsonschema_rs.validator_for(
+                    packaged_schema(self.name), validate_formats=False,
+                    pattern_options=jsonschema_rs.RegexOptions())
+            return bool(self._fast.is_valid(doc))
+        except Exception:
+            return False
+
+    def iter_errors(self, doc: Any) -> Iterator[Any]:
+        if self.is_valid(doc):
+            return iter(())
+        if self._python is None:
+            from jsonschema import Draft202012Validator
+
+            self._python = Draft202012Validator(packaged_schema(self.name))
+        errors: Iterator[Any] = self._python.iter_errors(doc)
+        return errors
+
+
+@cache
+def meta_check(name: str) -> MetaCheck:
+    return MetaCheck(name)
 
 
 def _pattern_problems(file: str, positions: Mapping[DocPath, Position],
@@ -358,6 +407,8 @@ def _lookup(resolver: Any, ref: str) -> Any:
     """`resolver.lookup(ref)`, or None. Beyond `Unresolvable`, `referencing` raises ValueError
     or TypeError for a pointer through a list or a scalar (`#/required/x`); the validator would
     raise the same while validating, so all of them mean "cannot be followed"."""
+    from referencing.exceptions import Unresolvable
+
     try:
         return resolver.lookup(ref)
     except (Unresolvable, LookupError, ValueError, TypeError, AttributeError):
@@ -465,8 +516,16 @@ def _search(pattern: str, text: str) -> bool | PatternError:
         return exc
 
 
+def _error(message: str) -> ValidationError:
+    """A python-jsonschema error (these keywords run only inside python-jsonschema, which is
+    imported by then)."""
+    from jsonschema import ValidationError
+
+    return ValidationError(message)
+
+
 def _unevaluable(exc: PatternError) -> ValidationError:
-    return ValidationError(f"pattern {exc.pattern!r} cannot be evaluated: {exc.reason}")
+    return _error(f"pattern {exc.pattern!r} cannot be evaluated: {exc.reason}")
 
 
 def _kw_pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[Any]:
@@ -476,7 +535,7 @@ def _kw_pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Itera
     if isinstance(hit, PatternError):
         yield _unevaluable(hit)
     elif not hit:
-        yield ValidationError(f"{instance!r} does not match {patrn!r}")
+        yield _error(f"{instance!r} does not match {patrn!r}")
 
 
 def _kw_pattern_properties(validator: Any, pp: Mapping[str, Any], instance: Any,
@@ -515,10 +574,10 @@ def _kw_additional_properties(validator: Any, ap: Any, instance: Any,
         if "patternProperties" in schema:
             verb = "does" if len(extras) == 1 else "do"
             regexes = ", ".join(repr(p) for p in sorted(schema["patternProperties"]))
-            yield ValidationError(f"{names} {verb} not match any of the regexes: {regexes}")
+            yield _error(f"{names} {verb} not match any of the regexes: {regexes}")
         else:
             verb = "was" if len(extras) == 1 else "were"
-            yield ValidationError(f"Additional properties are not allowed ({names} {verb} "
+            yield _error(f"Additional properties are not allowed ({names} {verb} "
                                   "unexpected)")
 
 
@@ -580,10 +639,10 @@ def _kw_unevaluated_properties(validator: Any, up: Any, instance: Any,
         names = ", ".join(repr(k) for k in sorted(bad, key=str))
         verb = "was" if len(bad) == 1 else "were"
         if up is False:
-            yield ValidationError(f"Unevaluated properties are not allowed ({names} {verb} "
+            yield _error(f"Unevaluated properties are not allowed ({names} {verb} "
                                   "unexpected)")
         else:
-            yield ValidationError("Unevaluated properties are not valid under the given schema "
+            yield _error("Unevaluated properties are not valid under the given schema "
                                   f"({names} {verb} unevaluated and invalid)")
 
 
@@ -593,6 +652,9 @@ _LINEAR_CLASSES: dict[Any, Any] = {}
 def _linear_validator_class(cls: Any) -> Any:
     """`cls` with every keyword that evaluates a pattern replaced by an RE2 version. The
     2019-09 `unevaluatedProperties` (with `$recursiveRef`) keeps its own implementation."""
+    from jsonschema import Draft202012Validator
+    from jsonschema import validators as jsonschema_validators
+
     if cls not in _LINEAR_CLASSES:
         keywords = {"pattern": _kw_pattern, "patternProperties": _kw_pattern_properties,
                     "additionalProperties": _kw_additional_properties}
@@ -695,6 +757,29 @@ class _SecretWalk:
 # compiled service schemas
 
 
+class PythonValidator:
+    """python-jsonschema's validator of one compiled schema (RE2 for patterns), built on first
+    use: building it imports python-jsonschema and `referencing` (~0.1 s on a fresh process),
+    which a valid commit never needs when jsonschema-rs has taken the schema."""
+
+    def __init__(self, compiled: Mapping[str, Any], registry: Callable[[], Registry[Any]],
+                 ) -> None:
+        self._compiled = compiled
+        self._registry = registry
+        self._built: Validator | None = None
+
+    def get(self) -> Validator:
+        if self._built is None:
+            from jsonschema import Draft202012Validator, FormatChecker
+            from jsonschema.validators import validator_for
+
+            cls = _linear_validator_class(validator_for(self._compiled,
+                                                        default=Draft202012Validator))
+            self._built = cls(self._compiled, registry=self._registry(),
+                              format_checker=FormatChecker())
+        return self._built
+
+
 @dataclass
 class ServiceSchema:
     """A service's compiled schema and what the loader needs from it."""
@@ -702,11 +787,15 @@ class ServiceSchema:
     service: str
     file: str
     compiled: dict[str, Any]
-    validator: Validator
+    python: PythonValidator  # python-jsonschema's, built when first asked: it explains a "no"
     secret_keys: SecretKeys  # flattened keys (or key prefixes) secret by name, and pattern rules
     fast: Any = None  # a jsonschema-rs validator: answers "valid?" ~35x faster
     compact: bool = False  # compiled from the compact form: closed, with `unknown-key` problems
     unknown_keys: str = "error"  # `.gitconf.yaml` `unknown_keys`: error | warn
+
+    @property
+    def validator(self) -> Validator:
+        return self.python.get()
 
     @cached_property
     def masker(self) -> Masker:
@@ -740,21 +829,35 @@ class SchemaSet:
     """The shared `schemas/` resources of one repository plus a validator per service."""
 
     def __init__(self, settings: Mapping[str, Any] | None = None) -> None:
-        self.registry: Registry[Any] = Registry()
         self.shared: dict[str, Any] = {}  # uri -> document
         self.unknown_keys = str((settings or {}).get("unknown_keys", "error"))
+        self._registry: Registry[Any] | None = None
         self._rs_registry: Any = None
         self._compiled: dict[tuple[str, ...], ServiceSchema] = {}
         self._shared_key: str | None = None  # digest of `shared`, for `_ACROSS_SETS`
 
     def add_shared(self, path: str, doc: Any) -> None:
-        uri = repo_uri(path)
-        self.shared[uri] = doc
+        self.shared[repo_uri(path)] = doc
         self._shared_key = None
-        resource = Resource.from_contents(doc, default_specification=DRAFT202012)
-        self.registry = self.registry.with_resource(uri, resource)
-        if isinstance(doc, Mapping) and isinstance(doc.get("$id"), str):
-            self.registry = self.registry.with_resource(doc["$id"], resource)
+        self._registry = None
+
+    @property
+    def registry(self) -> Registry[Any]:
+        """The shared schemas as `referencing` resources, by path and by `$id`; built when a
+        reference is followed or python-jsonschema validates (`referencing` is not imported
+        before)."""
+        if self._registry is None:
+            from referencing import Registry, Resource
+            from referencing.jsonschema import DRAFT202012
+
+            registry: Registry[Any] = Registry()
+            for uri, doc in self.shared.items():
+                resource = Resource.from_contents(doc, default_specification=DRAFT202012)
+                registry = registry.with_resource(uri, resource)
+                if isinstance(doc, Mapping) and isinstance(doc.get("$id"), str):
+                    registry = registry.with_resource(doc["$id"], resource)
+            self._registry = registry
+        return self._registry
 
     def check_shared(self, path: str, doc: Any, positions: Mapping[DocPath, Position],
                      ) -> list[Problem]:
@@ -764,6 +867,10 @@ class SchemaSet:
         bad = _bad_refs(sites, path, positions)
         if bad:
             return bad
+        from jsonschema import Draft202012Validator
+        from jsonschema.validators import validator_for
+        from referencing.jsonschema import DRAFT202012, specification_with
+
         patterns = _pattern_problems(path, positions, _json_patterns(doc))
         spec, dialect = DRAFT202012, Draft202012Validator
         if isinstance(doc, Mapping) and isinstance(doc.get("$schema"), str):
@@ -775,7 +882,7 @@ class SchemaSet:
             _follow_refs(sites, walk, path, positions)
 
     def compile(self, service: str, path: str, doc: Any, positions: Mapping[DocPath, Position],
-                compact_meta: Validator) -> tuple[ServiceSchema | None, list[Problem]]:
+                compact_meta: ErrorSource) -> tuple[ServiceSchema | None, list[Problem]]:
         """Compile a service's schema. Services generated from one template share their
         schema's text; two identical texts whose `$ref`s resolve to the same resources mean
         the same thing, so the validators (and secrets) are built once for them."""
@@ -820,7 +927,7 @@ class SchemaSet:
         return self._shared_key
 
     def _compile(self, service: str, path: str, doc: Mapping[str, Any],
-                 positions: Mapping[DocPath, Position], compact_meta: Validator,
+                 positions: Mapping[DocPath, Position], compact_meta: ErrorSource,
                  sites: list[_RefSite]) -> tuple[ServiceSchema | None, list[Problem]]:
         """Check, compile, and follow every reference from the compiled root exactly as the
         validator will (its dialect, its root id), so a reference it could not follow is a
@@ -835,18 +942,28 @@ class SchemaSet:
             if problems:
                 return None, problems
         compiled.setdefault("$id", base)
+        refs = [site for site in sites if site.keyword in _REF_KEYWORDS]
+        if refs:  # followed now, as the validator will follow them
+            problems = _follow_refs(refs, self._ref_walk(compiled), path, positions)
+            if problems:
+                return None, problems
+        python = PythonValidator(compiled, lambda: self.registry)
+        return ServiceSchema(service, path, compiled, python,
+                             self._secrets(compiled, bool(refs)),
+                             self._fast_validator(compiled), compact, self.unknown_keys), []
+
+    def _ref_walk(self, compiled: dict[str, Any]) -> _RefWalk:
+        """A walk from the compiled root with the validator's own dialect and root id."""
+        from jsonschema import Draft202012Validator
+        from jsonschema.validators import validator_for
+        from referencing import Specification
+        from referencing.jsonschema import specification_with
+
         cls = validator_for(compiled, default=Draft202012Validator)
         spec = specification_with(cls.ID_OF(cls.META_SCHEMA) or "urn:unknown-dialect",
                                   default=Specification.OPAQUE)
         root = spec.create_resource(compiled)
-        walk = _RefWalk(self.registry.resolver_with_root(root), root.id() or "", spec, cls)
-        problems = _follow_refs(sites, walk, path, positions)
-        if problems:
-            return None, problems
-        validator = _linear_validator_class(cls)(compiled, registry=self.registry,
-                                                 format_checker=FormatChecker())
-        return ServiceSchema(service, path, compiled, validator, self._secrets(compiled),
-                             self._fast_validator(compiled), compact, self.unknown_keys), []
+        return _RefWalk(self.registry.resolver_with_root(root), root.id() or "", spec, cls)
 
     def _fast_validator(self, compiled: dict[str, Any]) -> Any:
         """jsonschema-rs for the common answer ("valid"), offline and over the same resources,
@@ -865,19 +982,25 @@ class SchemaSet:
         except Exception:  # a schema it cannot compile: python-jsonschema alone decides
             return None
 
-    def _secrets(self, compiled: Mapping[str, Any]) -> SecretKeys:
-        """Secret keys (`writeOnly`), by flattened key or by pattern rule, following `$ref`s."""
-        base = str(compiled.get("$id", REPO_BASE))
-        resolver = self.registry.with_resource(
-            base, Resource.from_contents(dict(compiled), default_specification=DRAFT202012)
-        ).resolver(base_uri=base)
+    def _secrets(self, compiled: Mapping[str, Any], has_refs: bool) -> SecretKeys:
+        """Secret keys (`writeOnly`), by flattened key or by pattern rule, following `$ref`s
+        (a schema without any is walked without a resolver: nothing would ask it)."""
+        resolver = None
+        if has_refs:
+            from referencing import Resource
+            from referencing.jsonschema import DRAFT202012
+
+            base = str(compiled.get("$id", REPO_BASE))
+            resolver = self.registry.with_resource(
+                base, Resource.from_contents(dict(compiled), default_specification=DRAFT202012)
+            ).resolver(base_uri=base)
         walk = _SecretWalk()
         walk.walk(compiled, (), 0, resolver)
         return walk.secret_keys()
 
 
 def _checked(doc: Mapping[str, Any], path: str, positions: Mapping[DocPath, Position],
-             compact_meta: Validator, compact: bool) -> tuple[dict[str, Any] | None,
+             compact_meta: ErrorSource, compact: bool) -> tuple[dict[str, Any] | None,
                                                               list[Problem]]:
     """The schema as JSON Schema, or the positioned problems that stop it from being one
     (meta-schema, patterns RE2 cannot evaluate)."""
@@ -919,6 +1042,9 @@ def _meta_verdict(doc: Any, dialect: Any = None) -> tuple[tuple[Any, ...], str] 
     if digest not in _META_VERDICTS and dialect is None and _rs_meta_valid(doc):
         _META_VERDICTS[digest] = None
     if digest not in _META_VERDICTS:
+        from jsonschema import Draft202012Validator, SchemaError
+        from jsonschema.validators import validator_for
+
         cls = dialect or (validator_for(doc, default=Draft202012Validator)
                           if isinstance(doc, Mapping) else Draft202012Validator)
         try:
@@ -1078,6 +1204,8 @@ def validate_values(schema: ServiceSchema, values: Mapping[str, JSON],
                 return []
         except Exception:
             pass
+    from referencing.exceptions import Unresolvable
+
     unit = _Unit(schema, values, positions, groups or {}, default_file)
     problems: list[Problem] = []
     required_seen: dict[DocPath, int] = {}

@@ -152,5 +152,4 @@ def selection_size(rec: Reconciler, commit: str, services: Sequence[str] | None,
     COMMIT the layout is cached: no second listing of the tree). Counted, not collected: the
     summary's "in sync" needs only the number, at 30,000 units too."""
     layout = rec.layout_at(commit, rec.source.tree(commit))
-    return sum(1 for s in layout.services.values() if not services or s.name in services
-               for e in s.envs if not environments or e in environments)
+    return layout.unit_count(services, environments)

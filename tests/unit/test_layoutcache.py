@@ -5,15 +5,18 @@ repositories; the in-memory store stands in for etcd (the plan is what is checke
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gitconf import layoutcache
+from gitconf.errors import CacheCorrupt
 from gitconf.gitsource import GitSource
 from gitconf.memstore import MemStore
 from gitconf.model import Problem
@@ -70,27 +73,78 @@ def test_an_unreadable_entry_is_ignored(cache_home: Path, text: str) -> None:
     assert layoutcache.load(SHA_A) is None
 
 
-def _saved_doc(cache_home: Path) -> dict:  # type: ignore[type-arg]
+def _saved(cache_home: Path) -> tuple[dict, list[list]]:  # type: ignore[type-arg]
+    """The header and service lines of `sample()` saved under SHA_A."""
     layoutcache.save(SHA_A, sample())
-    return json.loads((cache_home / f"{SHA_A}.json").read_text())
+    head, *lines = (cache_home / f"{SHA_A}.json").read_text().splitlines()
+    return json.loads(head), [json.loads(line) for line in lines]
+
+
+def _write_entry(cache_home: Path, head: dict, lines: list[list],  # type: ignore[type-arg]
+                 digest: bool) -> None:
+    """An entry as `layoutcache` writes one; with `digest`, the header's SHA-256 matches the
+    (damaged) lines, as if whoever changed them knew the format."""
+    rest = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    if digest:
+        head = {**head, "digest": hashlib.sha256(rest).hexdigest(), "services": len(lines)}
+    (cache_home / f"{SHA_A}.json").write_bytes(json.dumps(head).encode() + b"\n" + rest)
 
 
 @pytest.mark.parametrize("damage", [
-    lambda d: d.update(commit=SHA_B),  # an entry copied under another name
-    lambda d: d.update(gitconf="0.0.1"),  # written by another release: rules may differ
-    lambda d: d["layout"].update(settings=[1]),
-    lambda d: d["layout"]["services"].append(["x", 5, None, {}]),
-    lambda d: d["layout"]["services"].append(["x", None, None, {"prod": ["p"]}]),
-    lambda d: d["layout"]["problems"].append(["f", "1", 1, "c", "m", None, "error", False]),
-    lambda d: d["layout"]["problems"].append(["f", 1, 1, "c", "m", None, "fatal", False]),
-    lambda d: d["layout"].update(shared_schemas=[{"a": 1}]),
-    lambda d: d["layout"].pop("problems"),
+    lambda h, s: h.update(commit=SHA_B),  # an entry copied under another name
+    lambda h, s: h.update(gitconf="0.0.1"),  # written by another release: rules may differ
+    lambda h, s: h.update(settings=[1]),
+    lambda h, s: h["problems"].append(["f", "1", 1, "c", "m", None, "error", False]),
+    lambda h, s: h["problems"].append(["f", 1, 1, "c", "m", None, "fatal", False]),
+    lambda h, s: h.update(shared_schemas=[{"a": 1}]),
+    lambda h, s: h.pop("problems"),
+    lambda h, s: h.update(units="3"),
+    lambda h, s: h.update(services=5),  # not the number of lines
+    lambda h, s: s.append(["x", None, None, {}]),  # a line the digest does not cover
+    lambda h, s: s.pop(),
+    lambda h, s: s[0].__setitem__(1, "other/schema.yaml"),
 ])
 def test_an_entry_that_does_not_read_back_exactly_is_ignored(cache_home: Path, damage) -> None:  # type: ignore[no-untyped-def]
-    doc = _saved_doc(cache_home)
-    damage(doc)
-    (cache_home / f"{SHA_A}.json").write_text(json.dumps(doc))
+    head, lines = _saved(cache_home)
+    damage(head, lines)
+    _write_entry(cache_home, head, lines, digest=False)
     assert layoutcache.load(SHA_A) is None
+
+
+@pytest.mark.parametrize("line", [["x", 5, None, {}], ["x", None, None, {"prod": ["p"]}],
+                                  ["x", None], "not a list", ["x", None, None, {}, "extra"]])
+def test_a_forged_service_line_is_refused_when_read(cache_home: Path, line: Any) -> None:
+    """Service lines are read when asked for, so a line forged with a matching digest is
+    found then: a clear error naming the cache (exit 2, deletable), never a wrong layout."""
+    head, lines = _saved(cache_home)
+    _write_entry(cache_home, head, [*lines, line], digest=True)
+    loaded = layoutcache.load(SHA_A)
+    assert loaded is not None
+    layout = loaded[1]
+    assert layout.services["svc"] == sample().services["svc"]  # other lines read fine
+    with pytest.raises(CacheCorrupt, match=r"layout cache entry .* delete it"):
+        list(layout.services)
+    if isinstance(line, list) and line[:1] == ["x"]:
+        with pytest.raises(CacheCorrupt):
+            layout.services["x"]
+
+
+def test_a_lookup_reads_only_the_line_it_needs(cache_home: Path) -> None:
+    """A one-key pass of a 10,000-service repository asks for one service: that line is
+    parsed, the others are left as text, and the unit count comes from the header."""
+    big = sample()
+    big.services = {f"s{i:05}": ServiceFiles(f"s{i:05}", None, None, {"prod": f"s{i:05}/p.yaml"})
+                    for i in range(2000)}
+    layoutcache.save(SHA_A, big)
+    loaded = layoutcache.load(SHA_A)
+    assert loaded is not None
+    services = loaded[1].services
+    assert isinstance(services, layoutcache.StoredServices)
+    assert services["s01234"] == big.services["s01234"] and "s99999" not in services
+    assert services._parsed.keys() == {"s01234"}
+    assert loaded[1].unit_count() == 2000 and loaded[1].unit_count(["s00007", "nope"]) == 1
+    assert loaded[1].unit_count(None, ["dev"]) == 0
+    assert len(services) == 2000 and list(services) == list(big.services)
 
 
 def test_names_that_are_not_commit_ids_are_neither_read_nor_written(cache_home: Path) -> None:

@@ -514,3 +514,73 @@ def test_jsonschema_rs_never_passes_a_schema_python_jsonschema_refuses(doc: dict
 
     if _rs_meta_valid(doc):
         validator_for(doc, default=Draft202012Validator).check_schema(doc, format_checker=None)
+
+
+def _documents(words: list[str], scalars: list[Any]) -> Any:
+    """Nested mappings and lists over a meta-schema's own words and some telling scalars."""
+    leaf = st.one_of(st.none(), st.booleans(), st.integers(-3, 101), st.sampled_from(scalars))
+    return st.recursive(leaf, lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(words), inner, max_size=4)), max_leaves=12)
+
+
+COMPACT_DOCS = _documents(
+    ["type", "min", "max", "pattern", "enum", "default", "secret", "required", "items",
+     "additional", "$ref", "format", "description", "a", "b/c", ""],
+    ["string", "integer", "array", "object", "x", "^a$", "a\n", "../schemas/x.yaml#/$defs/p",
+     "regex"])
+SETTINGS_DOCS = _documents(
+    ["version", "environments", "ignore", "drift", "unknown_keys", "github", "pull_requests",
+     "base", "labels", "mass_delete", "max_percent", "min_keys", "x"],
+    ["pr", "revert", "warn", "prod", "prod\n", "o/r", "o/r\n", "", "Prod"])
+
+
+@pytest.mark.parametrize(("name", "docs"), [("compact-schema.json", COMPACT_DOCS),
+                                            ("gitconf-config.json", SETTINGS_DOCS)])
+def test_meta_check_agrees_with_python_jsonschema(name: str, docs: Any) -> None:
+    """gitconf's own meta-schemas are checked by jsonschema-rs first and its "valid" is final
+    (python-jsonschema is then never imported): it must never pass a document python-jsonschema
+    refuses, and a refused document gets python-jsonschema's errors, word for word."""
+    from gitconf.schema import MetaCheck, packaged_schema
+
+    check = MetaCheck(name)
+    python = Draft202012Validator(packaged_schema(name))
+
+    @given(docs)
+    def agree(doc: Any) -> None:
+        errors = [e.message for e in python.iter_errors(doc)]
+        if check.is_valid(doc):
+            assert errors == []
+        assert [e.message for e in check.iter_errors(doc)] == errors
+
+    agree()
+
+
+def test_a_valid_one_key_load_never_imports_python_jsonschema(tmp_path: Any) -> None:
+    """python-jsonschema and `referencing` cost ~0.1 s to import: a commit whose schema and
+    values are valid (the common case) is loaded without them, and an invalid value still
+    gets python-jsonschema's words."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from gitconf.repo_format import load_desired, read_layout
+class Tree:
+    files = {"svc/schema.json": b'{"$schema": "%s", "type": "object",'
+                                b' "properties": {"port": {"type": "integer", "maximum": 9}}}',
+             "svc/prod.yaml": b"port: 8\\n", "svc/dev.yaml": b"port: %s\\n",
+             "c/schema.yaml": b"port: {type: integer, secret: true}\\n",
+             "c/dev.yaml": b"port: 1\\n"}
+    def paths(self): return sorted(self.files)
+    def read(self, paths): return ((p, self.files[p]) for p in paths)
+    def refused(self): return []
+tree = Tree()
+state = load_desired(tree, layout=read_layout(tree))
+print(sorted(p.code for p in state.problems), "jsonschema" in sys.modules,
+      "referencing" in sys.modules)
+"""
+    for dev, expect in (("7", "[] False False"), ("10", "['schema'] True True")):
+        out = subprocess.run([sys.executable, "-c", code % (DRAFT, dev)], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        assert out == expect
