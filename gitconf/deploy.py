@@ -47,6 +47,7 @@ from .store import (
     wire_put,
 )
 
+IN_FLIGHT = 2  # transactions sent and not yet answered, per deploy
 DEFAULT_MAX_OPS = 128
 DEFAULT_MAX_BYTES = 1_572_864
 _REQUEST_OVERHEAD = 64 * 1024  # headroom for protobuf framing and the records
@@ -313,10 +314,12 @@ class Deployer:
         self._batch_ops = self._batch_cmps = self._batch_bytes = 0
         self._retry: list[UnitPlan] = []  # lost a race: re-planned from fresh state
         # parsing outruns etcd: a bounded window of transactions in flight (grpc futures, no
-        # thread each) keeps etcd busy without holding the repository in queued requests
-        # (measured: 32 in flight let etcd batch proposals into fewer fsyncs than 8; at ~40 KB
-        # a transaction that is ~1.3 MB in flight, 48 MB if every one is at the size limit)
-        self._window = max(2, ctx.workers * 8)
+        # thread each) keeps etcd busy without holding the repository in queued requests.
+        # Two are enough: one is applied while the next arrives. More queue inside etcd, whose
+        # applies then wait on each other's backend commits: at 1M keys a window of 32 drew
+        # 12 "apply request took too long" warnings (up to 224 ms; 106-157 over 300 ms before
+        # the first-apply fixes), 2 drew none, in the same 63 s (docs/benchmarks.md)
+        self._window = IN_FLIGHT
         self._inflight: deque[tuple[Any, list[_UnitWrite]]] = deque()
         self._slots = threading.BoundedSemaphore(max(1, ctx.workers))  # large units
         self._lock = threading.Lock()
