@@ -93,20 +93,14 @@ def status(
 
 
 def _status_table(units: list[UnitStatus], filtered: bool) -> None:
-    from rich.markup import escape
-    from rich.table import Table
+    from .grid import grid
 
     con = console()
-    table = Table(box=None, show_edge=False, pad_edge=False)
-    for col in ("unit", "state", "deploy", "deployed", "note"):
-        table.add_column(col)
-    for u in units:
-        style = STATE_STYLE.get(u.state, "")
-        table.add_row(str(u.unit), f"[{style}]{u.state}[/]",
-                      f"#{u.deploy}" if u.deploy else "-",
-                      (u.deployed_commit or "-")[:12], escape(_note(u)))
     if units:
-        con.print(table)
+        grid(con, [(col, "left") for col in ("unit", "state", "deploy", "deployed", "note")],
+             ([str(u.unit), ((u.state, STATE_STYLE.get(u.state, "")),),
+               f"#{u.deploy}" if u.deploy else "-", (u.deployed_commit or "-")[:12], _note(u)]
+              for u in units))
     counts: dict[str, int] = {}
     for u in units:
         counts[u.state] = counts.get(u.state, 0) + 1

@@ -16,11 +16,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from ..masking import shown_change
 from ..model import JSON, Change, Plan, UnitId, UnitPlan
 from ..reconcile import Result
+from .grid import Cell, grid
 
 MAX_SHOWN = 120
 MAX_TABLE = 200  # rows of a deploys table in text; more are counted, not listed
@@ -171,16 +171,16 @@ def _drift_note(up: UnitPlan) -> str:
 
 
 def _render_stat(con: Console, plan: Plan) -> None:
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for col in ("unit", "added", "changed", "deleted"):
-        table.add_column(col, justify="left" if col == "unit" else "right")
+    rows: list[list[Cell]] = []
     for up in plan.units:
         if up.changes:
             n = Counts.of(up.changes)
-            table.add_row(f"{up.unit}{_drift_note(up)}", str(n.add), str(n.change),
-                          str(n.delete))
-    if table.row_count:
-        con.print(table)
+            unit: Cell = str(up.unit) if not up.drift else \
+                ((str(up.unit), ""), ("  (drift: changed in etcd, not in Git)", "magenta"))
+            rows.append([unit, str(n.add), str(n.change), str(n.delete)])
+    if rows:
+        grid(con, [("unit", "left"), ("added", "right"), ("changed", "right"),
+                   ("deleted", "right")], rows)
 
 
 def render_skipped_failed(con: Console, plan: Plan) -> None:
@@ -228,13 +228,10 @@ def render_deploys(con: Console, result: Result) -> None:
     deploys = sorted(result.deploys, key=lambda d: d.unit)
     if not deploys:
         return
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for col in ("unit", "deploy", "version", "added", "changed", "deleted"):
-        table.add_column(col, justify="left" if col in ("unit", "version") else "right")
-    for d in deploys[:MAX_TABLE]:
-        table.add_row(f"[green]✓[/] {d.unit}", f"#{d.deploy}", escape(d.version),
-                      str(len(d.added)), str(len(d.changed)), str(len(d.deleted)))
-    con.print(table)
+    grid(con, [("unit", "left"), ("deploy", "right"), ("version", "left"), ("added", "right"),
+               ("changed", "right"), ("deleted", "right")],
+         ([(("✓", "green"), (f" {d.unit}", "")), f"#{d.deploy}", d.version, str(len(d.added)),
+           str(len(d.changed)), str(len(d.deleted))] for d in deploys[:MAX_TABLE]))
     if len(deploys) > MAX_TABLE:
         con.print(f"[dim]… and {len(deploys) - MAX_TABLE} more units[/]")
 
