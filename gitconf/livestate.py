@@ -83,10 +83,14 @@ class LiveView:
 
     def __init__(self, units: Mapping[UnitId, LiveUnit],
                  load: Callable[[UnitId], LiveUnit | None],
-                 absent_at: Callable[[UnitId], int] = _unknown):
+                 absent_at: Callable[[UnitId], int] = _unknown,
+                 also: Mapping[bytes, KV | None] | None = None):
         self.units = units
         self.load = load
         self.absent_at = absent_at
+        # the other keys asked for with the units (`read_live(also=...)`), None for an absent
+        # one; None when they were not read (many units: the caller reads them itself)
+        self.also = also
 
     def unit(self, unit: UnitId) -> LiveUnit:
         """The unit to plan: as read, or empty, read when it was known to be absent (its first
@@ -95,13 +99,16 @@ class LiveView:
         return self.load(unit) or LiveUnit(unit, {}, read_revision=self.absent_at(unit))
 
 
-def read_live(store: Store, keys: Keys, units: Collection[UnitId] | None) -> LiveView:
-    """A few units: read whole (one transaction). Many, or all: an index of units and their
-    records now, and each unit's keys when it is planned, a chunk of services at a time, so
-    the memory of a full pass follows a chunk, not the prefix."""
+def read_live(store: Store, keys: Keys, units: Collection[UnitId] | None,
+              also: Collection[bytes] = ()) -> LiveView:
+    """A few units: read whole (one transaction), with the keys `also` names (the services'
+    published schemas: read now, the pass needs no read after its deploy, which in a 1M-key
+    etcd waited ~7 ms behind the deploy's own write). Many, or all: an index of units and
+    their records now, and each unit's keys when it is planned, a chunk of services at a
+    time, so the memory of a full pass follows a chunk, not the prefix (`also` is not read)."""
     if units is not None and len(units) <= SCAN_THRESHOLD:
-        state = _read_by_txn(store, keys, units)
-        return LiveView(state.units, state.units.get)
+        state, extra = _read_by_txn(store, keys, units, also=also)
+        return LiveView(state.units, state.units.get, also=extra)
     index = LiveIndex(store, keys, units)
     return LiveView(index.units, index.load, index.absent_revision)
 
@@ -186,32 +193,62 @@ def _outside_system(keys: Keys, first: bytes, last: bytes) -> list[tuple[bytes, 
     return [(first, last)]
 
 
+_READ_OPS = 120  # operations per reading transaction (etcd allows 128 by default)
+
+
 def _read_by_txn(store: Store, keys: Keys, units: Iterable[UnitId],
-                 keep_envelopes: bool = False) -> LiveState:
+                 keep_envelopes: bool = False, also: Collection[bytes] = (),
+                 ) -> tuple[LiveState, dict[bytes, KV | None]]:
+    """The units (a range and the records of each) and the keys of `also`, packed into as
+    few transactions as etcd takes (one for a few units)."""
     out: dict[UnitId, LiveUnit] = {}
+    extra: dict[bytes, KV | None] = {}
     todo = sorted(set(units))
-    per_txn = max(1, 120 // _PER_UNIT_OPS)
     revision = 0
-    for i in range(0, len(todo), per_txn):
-        chunk = todo[i:i + per_txn]
+    for chunk, gets in _batches(todo, sorted(set(also))):
         ops = []
         for unit in chunk:
             ops.append(store.op_range_prefix(keys.unit_prefix(unit)))
             ops += [store.op_get(keys.unit_kind(kind, unit)) for kind in _RECORD_KINDS]
+        ops += [store.op_get(key) for key in gets]
         try:
             res = store.txn([], ops)
         except EtcdNoSpace:
-            return _read_by_ranges(store, keys, todo, keep_envelopes)
+            return _read_by_ranges(store, keys, todo, keep_envelopes, also)
         revision = max(revision, res.revision)
         ranges = res.ranges()
         for j, unit in enumerate(chunk):
             data, *records = ranges[j * _PER_UNIT_OPS:(j + 1) * _PER_UNIT_OPS]
             out[unit] = _unit_of(keys, unit, data, records, res.revision, keep_envelopes)
-    return LiveState(out, revision)
+        for key, kvs in zip(gets, ranges[len(chunk) * _PER_UNIT_OPS:], strict=True):
+            extra[key] = kvs[0] if kvs else None
+    return LiveState(out, revision), extra
 
 
-def _read_by_ranges(store: Store, keys: Keys, units: list[UnitId],
-                    keep_envelopes: bool) -> LiveState:
+def _batches(units: list[UnitId], gets: list[bytes],
+             ) -> list[tuple[list[UnitId], list[bytes]]]:
+    """Units and single keys in transactions of at most `_READ_OPS` operations; the keys
+    fill the room the units leave."""
+    batches: list[tuple[list[UnitId], list[bytes]]] = [([], [])]
+    room = _READ_OPS
+    for unit in units:
+        if room < _PER_UNIT_OPS:
+            batches.append(([], []))
+            room = _READ_OPS
+        batches[-1][0].append(unit)
+        room -= _PER_UNIT_OPS
+    for key in gets:
+        if room < 1:
+            batches.append(([], []))
+            room = _READ_OPS
+        batches[-1][1].append(key)
+        room -= 1
+    return [b for b in batches if b[0] or b[1]]
+
+
+def _read_by_ranges(store: Store, keys: Keys, units: list[UnitId], keep_envelopes: bool,
+                    also: Collection[bytes] = (),
+                    ) -> tuple[LiveState, dict[bytes, KV | None]]:
     """The same reads as `_read_by_txn`, one range request each, every one at the revision
     of the first (one consistent view, as the transaction gives)."""
     out: dict[UnitId, LiveUnit] = {}
@@ -223,7 +260,12 @@ def _read_by_ranges(store: Store, keys: Keys, units: list[UnitId],
         records = [store.range(keys.unit_kind(kind, unit), revision=revision).kvs
                    for kind in _RECORD_KINDS]
         out[unit] = _unit_of(keys, unit, first.kvs, records, revision, keep_envelopes)
-    return LiveState(out, revision)
+    extra: dict[bytes, KV | None] = {}
+    for key in sorted(set(also)):
+        res = store.range(key, revision=revision)
+        revision = revision or res.revision
+        extra[key] = res.kvs[0] if res.kvs else None
+    return LiveState(out, revision), extra
 
 
 def _unit_of(keys: Keys, unit: UnitId, data: list[KV], records: list[list[KV]], revision: int,
@@ -241,4 +283,4 @@ def _unit_of(keys: Keys, unit: UnitId, data: list[KV], records: list[list[KV]], 
 
 def read_unit(store: Store, keys: Keys, unit: UnitId,
               keep_envelopes: bool = False) -> LiveUnit:
-    return _read_by_txn(store, keys, [unit], keep_envelopes).units[unit]
+    return _read_by_txn(store, keys, [unit], keep_envelopes)[0].units[unit]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -20,7 +21,7 @@ from .actor import default_actor, now_iso
 from .deploy import DEFAULT_MAX_BYTES, DEFAULT_MAX_OPS, DeployContext, Deployer, DeployOutcome
 from .errors import CheckFailed, GitconfError, UsageError
 from .gitsource import CommitInfo, GitSource
-from .livestate import LiveView, read_live, read_unit
+from .livestate import SCAN_THRESHOLD, LiveView, read_live, read_unit
 from .loading import PARALLEL_SERVICES, iter_units_parallel
 from .model import (
     DeploySource,
@@ -56,8 +57,16 @@ from .repo_format import (
     units_in_layout,
 )
 from .schema import ServiceSchema
-from .selection import Outcome, Previous, Selection, read_previous, select, write_previous
-from .store import Store
+from .selection import (
+    Outcome,
+    Previous,
+    Selection,
+    previous_write,
+    read_previous,
+    revision_after,
+    select,
+)
+from .store import PendingTxn, Store
 from .trees import FileTree, Tree
 
 DRIFT_POLICIES: tuple[DriftPolicy, ...] = ("revert", "report", "pr")
@@ -249,6 +258,10 @@ class Reconciler:
         self._layout: tuple[str, Layout] | None = None  # (commit, its layout), for the daemon
         self._layout_saved = ""  # the commit whose entry in layoutcache holds that layout
         self.overrides = OverrideStep(source, store, keys)
+        # the daemon's passes leave their last-applied write in flight (`settle`)
+        self.defer_previous = False
+        self._previous: PendingTxn | None = None
+        self._applied: str | None = None  # the target of this reconciler's last real pass
 
     def layout_at(self, commit: str, tree: Tree, since: str | None = None) -> Layout:
         """The layout depends only on which files exist and on `.gitconf.yaml`: when a commit
@@ -281,6 +294,7 @@ class Reconciler:
         return layout
 
     def run(self, req: Request) -> Result:
+        self.settle()
         p = self._begin(req)
         if _settings_broken(p.layout):
             # `.gitconf.yaml` decides what is a service and an environment: nothing is safe
@@ -292,32 +306,69 @@ class Reconciler:
         self._plan_and_deploy(p)
         if p.deployer is not None:
             self._finish(p)
+            if req.units is None and not req.worktree:
+                self._applied = p.target
         return p.result
+
+    def settle(self) -> int:
+        """Wait for the `last-applied` write an earlier pass left in flight, if any; its
+        revision (0: none, or someone else changed the record first, as `write_previous`).
+        With `defer_previous` (the daemon) a pass ends once its deploy is answered: etcd
+        answers a write before its log is on disk, and the next request waits for that
+        (7-10 ms measured in a 1M-key etcd, after the commit that triggered the pass); the
+        daemon settles before anything reads etcd again (the next pass, an idle cycle, its
+        shutdown), so no pass reads a `last-applied` older than the last one written.
+        Raises the write's `EtcdError`."""
+        pending, self._previous = self._previous, None
+        if pending is None:
+            return 0
+        res = self.store.txn_finish(pending)
+        return res.revision if res.succeeded else 0
 
     # -- the steps of a pass ----------------------------------------------------------------
 
-    def _source_tree(self, req: Request, prev: Previous) -> tuple[str, CommitInfo, Tree, Layout]:
+    def _start(self, req: Request) -> tuple[Previous, str, CommitInfo]:
+        """`last-applied`, the target commit and its info. A reconciler that has applied a
+        pass (the daemon's) starts the commit's `git show` first and reads etcd while it
+        runs, guessing that the record names the commit it applied last (the diff since then
+        comes with the info); a wrong guess costs a `git diff` later, nothing else."""
+        guess = None if req.worktree else self._applied
+        if guess is None:
+            prev = read_previous(self.store, self.keys)
+            target = self.source.resolve(req.ref)
+            last = prev.record.commit if prev.record is not None else None
+            return prev, target, self.source.commit_info(
+                target, since=None if req.worktree else last)
         target = self.source.resolve(req.ref)
+        info = self.source.start_commit_info(target, since=guess)
+        try:
+            prev = read_previous(self.store, self.keys)
+        except BaseException:
+            with suppress(GitconfError):
+                info()  # reaped; etcd's error is the one to report
+            raise
+        return prev, target, info()
+
+    def _source_tree(self, req: Request, prev: Previous, target: str, commit: CommitInfo,
+                     ) -> tuple[CommitInfo, Tree, Layout]:
         last = prev.record.commit if prev.record is not None else None
-        commit = self.source.commit_info(target, since=None if req.worktree else last)
         if not req.worktree:
             tree: Tree = self.source.tree(target)
-            return target, commit, tree, self.layout_at(target, tree, since=last)
+            return commit, tree, self.layout_at(target, tree, since=last)
         if self.source.work_tree is None:
             raise UsageError("--worktree needs a working tree, not a bare repository")
         tree = FileTree(self.source.work_tree)
-        return target, replace(commit, version=f"{commit.version}+worktree"), tree, \
-            read_layout(tree)
+        return replace(commit, version=f"{commit.version}+worktree"), tree, read_layout(tree)
 
     def _begin(self, req: Request) -> _Pass:
-        prev = read_previous(self.store, self.keys)
-        target, commit, tree, layout = self._source_tree(req, prev)
+        prev, target, commit = self._start(req)
+        commit, tree, layout = self._source_tree(req, prev, target, commit)
         if req.units is not None:
-            sel = Selection(set(req.units), self.store.revision(within=self.keys.root_b))
+            sel = Selection(set(req.units), revision_after(self.store, self.keys, prev))
         else:
             sel = select(self.source, self.store, self.keys, target, layout, prev,
                          req.full or req.worktree)
-        view = read_live(self.store, self.keys, sel.units)
+        view = read_live(self.store, self.keys, sel.units, also=self._schema_keys(req, sel))
         live = view.units
         candidates = sel.units if sel.units is not None else units_in_layout(layout) | set(live)
         selected = {u for u in candidates if _wanted(u, req)}
@@ -341,6 +392,14 @@ class Reconciler:
             p.deployer = Deployer(self.store, ctx, self._replanner(req.prune), req.progress)
         return p
 
+    def _schema_keys(self, req: Request, sel: Selection) -> list[bytes]:
+        """The published schemas a real pass over a few units may rewrite, read with the
+        units' live state (before the deploy writes; `publish_schemas` compares with them)."""
+        if req.dry_run or sel.units is None or len(sel.units) > SCAN_THRESHOLD:
+            return []
+        return [self.keys.schema(s) for s in sorted({u.service for u in sel.units
+                                                     if _wanted(u, req)})]
+
     def _replanner(self, prune: bool) -> Callable[[UnitPlan], UnitPlan | None]:
         def replan(lost: UnitPlan) -> UnitPlan | None:
             fresh = read_unit(self.store, self.keys, lost.unit)
@@ -356,7 +415,10 @@ class Reconciler:
         overlaps with etcd writes and memory follows what changed."""
         req = p.req
         services = {u.service for u in p.selected}
-        load = LoadOptions(services=services, encode=not req.dry_run)
+        # only the selected environments: a one-key commit parses one values file of its
+        # service, not all of them (the others' units would be skipped below anyway)
+        load = LoadOptions(services=services, environments={u.environment for u in p.selected},
+                           encode=not req.dry_run)
         schema_objs: dict[str, ServiceSchema] = {}
         compiled: dict[str, dict[str, Any]] = {}
         if len(services) >= PARALLEL_SERVICES and not req.worktree:
@@ -432,12 +494,17 @@ class Reconciler:
         result.plan.failed.extend(deployer.failed)
         result.conflicts = sum(o.retries for o in deployer.outcomes)
         own = list(deployer.revisions) + p.own
-        own += publish_schemas(self.store, self.keys, p.schemas)
-        if req.units is None:
-            rev = write_previous(self.store, self.keys, p.prev, self._outcome(p, own),
-                                 p.ctx.fence, now_iso())
-            if rev:
-                own.append(rev)
+        own += publish_schemas(self.store, self.keys, p.schemas, p.live.also)
+        txn = None if req.units is not None else previous_write(
+            self.store, self.keys, p.prev, self._outcome(p, own), p.ctx.fence, now_iso())
+        if txn is not None and self.defer_previous:
+            # its revision is not among `own_revisions`: the daemon's watch ignores the
+            # record's key whatever revision it carries
+            self._previous = self.store.txn_start(*txn)
+        elif txn is not None:
+            res = self.store.txn_wire(*txn)
+            if res.succeeded:
+                own.append(res.revision)
         result.own_revisions = own
 
     def _outcome(self, p: _Pass, own: list[int]) -> Outcome:

@@ -21,7 +21,7 @@ from .gitsource import GitSource
 from .model import UnitId
 from .records import Keys, LastApplied, RecordError, unit_name
 from .repo_format import Layout, affects_everything, units_touched
-from .store import Store
+from .store import Compare, Store
 
 MAX_OWN_INTERVALS = 512
 # A no-op pass writes nothing; but in an etcd other applications write to, the revisions to
@@ -53,29 +53,41 @@ class Selection:
 
 @dataclass
 class Previous:
-    """`_system/last-applied` as read, with the revision its guarded rewrite compares."""
+    """`_system/last-applied` as read, with the revision its guarded rewrite compares and
+    the store's revision at the read (`read_at`: 0 when not known)."""
 
     record: LastApplied | None
     mod_revision: int = 0
+    read_at: int = 0
 
 
 def read_previous(store: Store, keys: Keys) -> Previous:
-    kv = store.get(keys.last_applied)
+    """The record, and the store's revision with it: a pass takes that as the revision up
+    to which it examines writes (`Selection.seen`) instead of asking etcd for it in another
+    round trip. It is no later than the live reads that follow, so a write after it is
+    looked at again by the next pass, never missed."""
+    res = store.range(keys.last_applied)
+    kv = res.kvs[0] if res.kvs else None
     if kv is None:
-        return Previous(None)
+        return Previous(None, 0, res.revision)
     try:
-        return Previous(LastApplied.from_json(kv.value), kv.mod_revision)
+        return Previous(LastApplied.from_json(kv.value), kv.mod_revision, res.revision)
     except RecordError:
         # unreadable: behave as on a first run (full pass), but keep the revision so the
         # rewrite still guards against a concurrent writer
-        return Previous(None, kv.mod_revision)
+        return Previous(None, kv.mod_revision, res.revision)
+
+
+def revision_after(store: Store, keys: Keys, prev: Previous) -> int:
+    """The revision a pass examines writes up to: the one read with `prev`, if known."""
+    return prev.read_at or store.revision(within=keys.root_b)
 
 
 def select(source: GitSource, store: Store, keys: Keys, target: str, layout: Layout,
            prev: Previous, full: bool) -> Selection:
     """Units to look at (incremental unless `full` or etcd's history is gone), with what is
     known about Git's changes for telling drift apart."""
-    now = store.revision(within=keys.root_b)
+    now = revision_after(store, keys, prev)
     last = prev.record
     if last is None:
         return Selection(None, now)
@@ -160,10 +172,11 @@ class Outcome:
     examined: int = 0  # events the replay looked at (`Selection.examined`)
 
 
-def write_previous(store: Store, keys: Keys, prev: Previous, out: Outcome,
-                   fence: list[Any], at: str) -> int:
-    """Rewrite `last-applied` when the pass wrote anything or what it must remember changed;
-    an apply with nothing to do writes nothing at all. Returns the write's revision (0: none)."""
+def previous_write(store: Store, keys: Keys, prev: Previous, out: Outcome,
+                   fence: list[Any], at: str) -> tuple[list[Compare], list[bytes]] | None:
+    """The guarded transaction (compares, encoded operations) that rewrites `last-applied`
+    when the pass wrote anything or what it must remember changed; None when an apply with
+    nothing to do writes nothing at all."""
     last = prev.record
     unconverged = tuple(sorted(unit_name(u) for u in out.unconverged))
     drifted = tuple(sorted(unit_name(u) for u in out.drifted))
@@ -171,11 +184,21 @@ def write_previous(store: Store, keys: Keys, prev: Previous, out: Outcome,
             and tuple(sorted(last.unconverged)) == unconverged
             and tuple(sorted(last.drifted)) == drifted
             and out.seen - last.seen < ADVANCE_AFTER and out.examined < ADVANCE_AFTER):
-        return 0
+        return None
     own = intervals(out.own)
     if len(own) > MAX_OWN_INTERVALS:  # too fragmented: re-examine them next time
         own = ()
     record = LastApplied(out.target, out.seen, own, unconverged, drifted, at)
-    res = store.txn([*fence, store.cmp_mod(keys.last_applied, prev.mod_revision)],
-                    [store.op_put(keys.last_applied, record.to_json())])
+    return ([*fence, store.cmp_mod(keys.last_applied, prev.mod_revision)],
+            [store.wire_put(keys.last_applied, record.to_json())])
+
+
+def write_previous(store: Store, keys: Keys, prev: Previous, out: Outcome,
+                   fence: list[Any], at: str) -> int:
+    """Rewrite `last-applied` if `previous_write` says so. Returns the write's revision (0:
+    none, or someone else changed the record since it was read)."""
+    txn = previous_write(store, keys, prev, out, fence, at)
+    if txn is None:
+        return 0
+    res = store.txn_wire(*txn)
     return res.revision if res.succeeded else 0

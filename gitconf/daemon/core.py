@@ -229,7 +229,9 @@ class Passes:
                       worktree=d.cfg.worktree, max_ops=d.cfg.max_ops, units=units,
                       pull_request_state=upkeep.pull_requests(head).state)
         if self.reconciler is None or self.reconciler.store is not d.store:
+            self.settle()
             self.reconciler = Reconciler(d.source, d.store, d.keys)
+            self.reconciler.defer_previous = True  # settled by the next cycle (`settle`)
         result = self.reconciler.run(req)
         d.wakeup.record_own(result.own_revisions, d.watch.watched_from)
         if units is None:
@@ -239,6 +241,18 @@ class Passes:
         report(result, Cycle(head, trigger, policy, elapsed), d.metrics, d.health)
         d.metrics.cycle("success", elapsed)
         upkeep.after(result, head)
+
+    def settle(self) -> None:
+        """Wait for the last pass's `last-applied` write (`Reconciler.settle`). When it
+        failed, the head counts as not applied: the next cycle runs a pass again instead of
+        skipping it as idle, as when the write failed inside the pass."""
+        if self.reconciler is None:
+            return
+        try:
+            self.reconciler.settle()
+        except Exception:
+            self.d.health.last_ok = False
+            raise
 
 
 class Daemon:
@@ -349,9 +363,15 @@ class Daemon:
         if self.leader is not None:
             self.leader.resign()
         if self.store is not None:
+            try:
+                self.passes.settle()
+            except Exception as exc:  # the next start looks at what it would have remembered
+                log.warning("the last pass's record was not written: %s", exc)
             if self.watch is not None:
                 self.watch.stop()
             self.store.close()
+        if self.source is not None:
+            self.source.close()
         server.shutdown()
         server.server_close()
         if self._announced:
@@ -381,6 +401,7 @@ class Daemon:
             self.source = GitSource.open(self.cfg.repo)
             if self.cfg.worktree and self.source.work_tree is None:
                 raise UsageError("--worktree needs a working tree, not a bare repository")
+            self.source.keep_reading()  # one cat-file for every cycle, stopped by _shutdown
         if "branch" not in self.worked:
             head = self._head()
             self.worked.add("branch")
@@ -424,6 +445,7 @@ class Daemon:
     def _maybe_cycle(self) -> None:
         assert self.source is not None and self.watch is not None
         started = time.perf_counter()
+        self.passes.settle()
         forced = self.wakeup.take_force()
         if forced and self.source.url:
             try:

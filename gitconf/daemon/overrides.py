@@ -13,7 +13,7 @@ from ..followup import PullRequests
 from ..gitsource import GitSource
 from ..model import UnitId
 from ..overrides import is_expired, list_overrides
-from ..reconcile import Result
+from ..reconcile import PullRequestFate, Result
 from ..records import Keys
 from ..store import Store
 from .metrics import Metrics
@@ -60,7 +60,7 @@ class OverrideUpkeep:
             self._count(follow)
         due = set()
         for record in records:
-            if is_expired(record) or prs.state(record) in ("merged", "closed"):
+            if is_expired(record) or _ended(prs.state(record)):
                 due.add(record.unit)
         return due
 
@@ -86,3 +86,10 @@ class OverrideUpkeep:
             self.metrics.pull_requests.labels("pending").inc()
         else:
             self.metrics.pull_requests.labels("failed").inc()
+
+
+def _ended(fate: PullRequestFate | None) -> bool:
+    """A pull request merged or closed: its override ends in a targeted pass. The answer's
+    state is compared (the whole answer never equalled a state's name, and an ended pull
+    request waited for a cycle that had something else to do)."""
+    return fate is not None and fate.state in ("merged", "closed")

@@ -21,6 +21,7 @@ from gitconf.gitpush import (
 from gitconf.gitsource import (
     Credential,
     GitSource,
+    KeptReader,
     first_line,
     git_env,
     run_git,
@@ -453,3 +454,97 @@ def test_a_commits_info_brings_its_changes_when_asked_since_its_parent(tmp_path:
     assert (first, repo.head()) not in other._diffs
     assert other.changed_status(first, repo.head()) == \
         GitSource.open(str(repo.path)).changed_status(first, repo.head())
+
+
+def _gone(proc: subprocess.Popen[bytes]) -> bool:
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
+def test_a_kept_reader_serves_every_read_through_one_process(tmp_path: Path) -> None:
+    """The daemon's kept `cat-file` (`GitSource.keep_reading`) answers as a process per read
+    does (contents, refused links, missing files and folders, names with spaces), serves
+    reads of commits made after it started from the same process, starts a new one after it
+    was killed and after a repack rewrote the packs, and is gone once the source is closed."""
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n", "svc/dev.yaml": "a: 2\n",
+                                      "my svc/prod.yaml": "b: 1\n", ".gitconf.yaml": "{}\n"})
+    (repo.path / "svc" / "link.yaml").symlink_to("dev.yaml")
+    first = repo.commit({})
+    wanted = ["svc/prod.yaml", "my svc/prod.yaml", ".gitconf.yaml", "svc/dev.yaml"]
+    with GitSource.open(str(repo.path)) as source:
+        source.keep_reading()
+        assert source.reader is not None
+        assert list(source.tree(first).read(wanted)) == \
+            list(GitSource.open(str(repo.path)).tree(first).read(wanted))
+        proc = source.reader._stream.proc  # type: ignore[union-attr]
+        listed = source.tree(first)
+        assert listed.paths() and dict(listed.read(["svc/dev.yaml"])) == {
+            "svc/dev.yaml": b"a: 2\n"}  # a listed tree's blob ids, through the same process
+        with pytest.raises(RefusedFile):
+            list(source.tree(first).read(["svc/prod.yaml", "svc/link.yaml"]))
+        for missing in ("svc/none.yaml", "no such dir/prod.yaml", "svc/prod.yaml/deeper"):
+            with pytest.raises(KeyError):
+                list(source.tree(first).read([missing]))
+        second = repo.commit({"svc/prod.yaml": "a: 3\n"})
+        assert dict(source.tree(second).read(["svc/prod.yaml"])) == {"svc/prod.yaml": b"a: 3\n"}
+        assert source.reader._stream.proc is proc  # type: ignore[union-attr]
+
+        proc.kill()
+        assert _gone(proc)
+        assert dict(source.tree(first).read(["svc/prod.yaml"])) == {"svc/prod.yaml": b"a: 1\n"}
+        again = source.reader._stream.proc  # type: ignore[union-attr]
+        assert again is not proc
+
+        git(repo.path, "gc", "-q", "--prune=now")  # every object moves into a new pack
+        third = repo.commit({"svc/dev.yaml": "a: 4\n"})
+        assert dict(source.tree(third).read(["svc/dev.yaml", "svc/prod.yaml"])) == {
+            "svc/dev.yaml": b"a: 4\n", "svc/prod.yaml": b"a: 3\n"}
+        last = source.reader._stream.proc  # type: ignore[union-attr]
+        assert last is not again and _gone(again)  # restarted: the old packs are let go
+    assert _gone(last)  # closed with the source
+    assert pickle.loads(pickle.dumps(source)).reader is None  # workers never share it
+
+
+def test_a_commits_info_names_the_trees_of_the_folders_it_changed(tmp_path: Path) -> None:
+    """With its parent as `since`, a commit's info also gives the tree ids of the folders it
+    changed (added and modified ones, a file replaced by a folder too), which a read then
+    asks for by id instead of walking the root tree; its changed paths stay those of `git
+    diff`, folders left out. Started early (`start_commit_info`) it is the same info."""
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n", "old/prod.yaml": "a: 1\n",
+                                      "f": "a file\n", "keep/prod.yaml": "k: 1\n"})
+    first = repo.head()
+    git(repo.path, "rm", "-q", "f")
+    second = repo.commit({"svc/prod.yaml": "a: 2\n", "new dir/prod.yaml": "n: 1\n",
+                          "f/prod.yaml": "x: 1\n", "old/prod.yaml": None})
+    source = GitSource.open(str(repo.path))
+    info = source.start_commit_info(second, since=first)()
+    assert info == GitSource.open(str(repo.path)).commit_info(second)
+    trees = dict(source.trees_of(second))
+    assert trees == {d: git(repo.path, "rev-parse", f"{second}:{d}")
+                     for d in ("svc", "new dir", "f")}
+    assert sorted(source.changed_status(first, second)) == sorted(
+        GitSource.open(str(repo.path)).changed_status(first, second))
+    assert ("D", "f") in source.changed_status(first, second)
+    assert dict(source.tree(second).read(["f/prod.yaml", "keep/prod.yaml"])) == {
+        "f/prod.yaml": b"x: 1\n", "keep/prod.yaml": b"k: 1\n"}
+    assert source.trees_of(first) == {}
+
+
+def test_a_kept_reader_takes_long_requests_of_large_objects(tmp_path: Path) -> None:
+    """A request larger than a pipe's buffer, for answers larger than it too, is written in
+    runs whose answers are read in between: it neither deadlocks nor mixes up the answers."""
+    folder = "f" * 200
+    files = {f"{folder}/{i:03}.yaml": f"n: {i}\n" + "x" * 20_000 for i in range(300)}
+    repo = make_repo(tmp_path / "r", files)
+    head = repo.head()
+    names = [f"{head}:{path}" for path in sorted(files)] + [f"{head}:{folder}/none.yaml"]
+    assert sum(len(n) + 1 for n in names) > 64 * 1024
+    reader = KeptReader(GitSource.open(str(repo.path)).git_dir)
+    try:
+        got = reader.read(names)
+    finally:
+        reader.close()
+    assert [g[2] if g else None for g in got] == [files[p].encode() for p in sorted(files)] + [None]

@@ -1,7 +1,8 @@
 """Reading units from a store (`gitconf.livestate`): the index a full pass reads (units and
 records now, keys a chunk of services at a time) must give each unit exactly what reading the
 unit alone gives, whatever the names, their order in the keyspace, and the chunking. The
-in-memory store stands in for etcd; `test_memstore.py` holds it to etcd's answers."""
+in-memory store stands in for etcd; `test_memstore.py` holds it to etcd's answers. What a
+pass reads with its units (`also`) is tested against etcd itself."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gitconf.livestate import LiveIndex, read_live, read_unit
+from gitconf.etcdstore import EtcdStore
+from gitconf.livestate import SCAN_THRESHOLD, LiveIndex, read_live, read_unit
 from gitconf.memstore import MemStore
 from gitconf.model import UnitId
-from gitconf.records import Keys, Pin, UnitRecord, encode_envelope
+from gitconf.publish import publish_schemas
+from gitconf.records import Keys, Pin, SchemaRecord, UnitRecord, encode_envelope
 
 KEYS = Keys("/p")
 SUFFIX = ',"version":"v1","metadata":{"commit":"c"}}'
@@ -121,3 +124,51 @@ def test_a_unit_the_index_did_not_see_was_absent_at_the_scan() -> None:
     assert store.txn_wire([guard], []).succeeded
     store.put(KEYS.data_key(fresh, "x"), b"written meanwhile")
     assert not store.txn_wire([guard], []).succeeded
+
+
+def test_other_keys_ride_in_the_transactions_of_a_few_units(store: EtcdStore,
+                                                            keys: Keys) -> None:
+    """`read_live(also=...)` reads single keys (a pass's published schemas) with a few units,
+    in the transactions the units need and more only when they are full, against real etcd:
+    each unit as read alone, each key as `get` gives it, None for an absent one; many units
+    go through the index and leave the keys to the caller (None)."""
+    units = [UnitId(f"s{i:02}", "prod") for i in range(30)]  # past one transaction's room
+    for i, unit in enumerate(units):
+        store.put(keys.data_key(unit, "a"), encode_envelope(i, SUFFIX))
+    store.put(keys.unit_record(units[0]), _record(1))
+    extra = [keys.schema(f"s{i:02}") for i in range(0, 140, 3)]
+    for key in extra[::2]:
+        store.put(key, b'{"format": 1}')
+    view = read_live(store, keys, units, also=extra)
+    assert view.also is not None and set(view.also) == set(extra)
+    for key in extra:
+        got, now = view.also[key], store.get(key)
+        assert (got.value if got else None) == (now.value if now else None)
+    for unit in units:
+        alone, got = read_unit(store, keys, unit), view.unit(unit)
+        assert (got.keys, got.record, got.record_revision) == \
+            (alone.keys, alone.record, alone.record_revision)
+    assert read_live(store, keys, units[:1], also=[]).also == {}
+    many = [UnitId(f"m{i:02}", "dev") for i in range(SCAN_THRESHOLD + 1)]
+    assert read_live(store, keys, many, also=extra).also is None
+
+
+def test_schemas_read_before_the_deploy_are_not_read_again(store: EtcdStore,
+                                                           keys: Keys) -> None:
+    """`publish_schemas` compares with the records the pass read with its units (`known`) and
+    reads only the others: a record it was told is current is not written, whatever etcd
+    holds; one that differs, or was absent, is."""
+    same = SchemaRecord({"type": "object"}).to_json()
+    store.put(keys.schema("told"), b"changed since, but the pass read it as current")
+    store.put(keys.schema("unread"), same)
+    schemas = {"told": {"type": "object"}, "new": {"type": "object"},
+               "stale": {"type": "object"}, "unread": {"type": "object"}}
+    told = store.get(keys.schema("told"))
+    assert told is not None
+    known = {keys.schema("told"): told._replace(value=same), keys.schema("new"): None,
+             keys.schema("stale"): told}
+    revisions = publish_schemas(store, keys, schemas, known)
+    assert len(revisions) == 1
+    assert store.get(keys.schema("told")).value == told.value  # type: ignore[union-attr]
+    for name in ("new", "stale", "unread"):
+        assert store.get(keys.schema(name)).value == same  # type: ignore[union-attr]
