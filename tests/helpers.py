@@ -101,3 +101,12 @@ def cli(*args: str, env: Mapping[str, str] | None = None, input: str | None = No
     result = runner.invoke(app, list(args), env=dict(env or {}), input=input,
                            catch_exceptions=False)
     return Run(result.exit_code, result.stdout, result.stderr)
+
+
+def process_running(pid: int) -> bool:
+    """`pid` is alive (a zombie, exited but not reaped, is not): from /proc, Linux only."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")

@@ -18,7 +18,7 @@ import pytest
 from gitconf.etcdstore import EtcdStore
 from gitconf.model import UnitId
 from gitconf.records import Keys
-from tests.helpers import GitRepo, cli, make_repo
+from tests.helpers import GitRepo, cli, make_repo, process_running
 
 COMMANDS = ["validate", "diff", "apply", "status", "history", "get", "rollback", "pin",
             "unpin", "override", "overrides", "overrides list", "overrides cancel", "demo"]
@@ -337,14 +337,6 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_ctrl_c_during_a_parallel_apply_ends_it_cleanly(tmp_path: Path, env: dict) -> None:
     files = {f"svc{i:03d}/{e}.yaml": "".join(f"key{k}: value-{i}-{k}\n" for k in range(30))
@@ -376,9 +368,9 @@ def test_ctrl_c_during_a_parallel_apply_ends_it_cleanly(tmp_path: Path, env: dic
     assert "interrupted" in stderr
     assert "leaked semaphore" not in stderr and "Traceback" not in stderr, stderr
     deadline = time.monotonic() + 3  # the resource tracker leaves when its parent has gone
-    while time.monotonic() < deadline and any(_running(c) for c in children):
+    while time.monotonic() < deadline and any(process_running(c) for c in children):
         time.sleep(0.05)
-    assert not [c for c in children if _running(c)]
+    assert not [c for c in children if process_running(c)]
 
 
 # -- 7. the demo's on-call tour -----------------------------------------------------------------

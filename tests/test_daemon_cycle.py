@@ -25,7 +25,7 @@ from gitconf.records import Keys, LastApplied, OverrideKey, OverrideRecord, Pull
 from gitconf.store import Store
 from tests.daemons import DaemonProc, wait_until
 from tests.fakegithub import FakeGitHub
-from tests.helpers import GitRepo, make_repo
+from tests.helpers import GitRepo, make_repo, process_running
 
 SEARCH = UnitId("search", "prod")
 REQUESTS = ("range", "get", "revision", "scan", "count", "txn", "txn_start", "txn_finish",
@@ -103,14 +103,6 @@ def _children(pid: int) -> dict[int, str]:
     return out
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
 def test_the_daemon_keeps_one_cat_file_and_stops_it_with_itself(tmp_path: Path, env: dict,
                                                                  store: EtcdStore,
                                                                  keys: Keys) -> None:
@@ -140,7 +132,7 @@ def test_the_daemon_keeps_one_cat_file_and_stops_it_with_itself(tmp_path: Path, 
         assert kept() == reader
     finally:
         assert d.stop() == 0
-    wait_until(lambda: not any(_running(pid) for pid in reader))
+    wait_until(lambda: not any(process_running(pid) for pid in reader))
 
 
 def test_a_killed_daemon_leaves_no_cat_file_behind(tmp_path: Path, env: dict,
@@ -161,7 +153,7 @@ def test_a_killed_daemon_leaves_no_cat_file_behind(tmp_path: Path, env: dict,
             d.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
-    wait_until(lambda: not any(_running(p) for p in reader))
+    wait_until(lambda: not any(process_running(p) for p in reader))
 
 
 def test_an_ended_pull_request_makes_its_unit_due(tmp_path: Path, store: EtcdStore, keys: Keys,

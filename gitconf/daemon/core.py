@@ -234,11 +234,11 @@ class Passes:
             self.reconciler.defer_previous = True  # settled by the next cycle (`settle`)
         result = self.reconciler.run(req)
         d.wakeup.record_own(result.own_revisions, d.watch.watched_from)
-        if units is None:
-            d.health.succeeded(head, result)
         elapsed = time.perf_counter() - started
         policy = d.policy.at(d.source, head, self.reconciler)
         report(result, Cycle(head, trigger, policy, elapsed), d.metrics, d.health)
+        if units is None:  # after the report: once /readyz says so, the pass's lines are out
+            d.health.succeeded(head, result)
         d.metrics.cycle("success", elapsed)
         upkeep.after(result, head)
 

@@ -4,7 +4,9 @@ A repository of 5 units (two large enough to need many transactions) gets 50 com
 change, add and delete keys, and now and then remove or bring back a whole unit. Each commit is
 applied by a real `python -m gitconf apply` process that is killed with SIGKILL after a delay
 drawn from a seeded RNG (before it connected, between transactions of a large unit, after it
-finished...), then applied again to completion. After every completed apply:
+finished...), then applied again to completion. "Anywhere" delays are drawn up to a little more
+than the longest apply seen to finish so far, so the spread follows this machine's speed rather
+than a guess at it. After every completed apply:
 
 - etcd equals that commit per unit (`gitconf get SERVICE ENV -f json` against the YAML read
   by gitconf's own loader from the working tree);
@@ -104,11 +106,12 @@ def flat(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def killed_apply(repo: Path, env: dict[str, str], delay: float,
-                 pending_of: tuple[EtcdStore, Keys] | None = None) -> str:
+                 pending_of: tuple[EtcdStore, Keys] | None = None) -> tuple[str, float]:
     """Start `gitconf apply` as a process and SIGKILL it after `delay` seconds (if it is still
     running then). With `pending_of`, the delay counts from the moment a multi-transaction
     deploy has begun (its `pending` record exists), so the kill lands among its transactions.
-    Returns, once the process has ended, what happened."""
+    Returns, once the process has ended, what happened and how long the process ran."""
+    began = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gitconf", "apply", "--repo", str(repo), "--max-txn-ops", "8",
          "--allow-mass-delete"],
@@ -121,11 +124,11 @@ def killed_apply(repo: Path, env: dict[str, str], delay: float,
                    and store.count(keys.kind_prefix("pending"))[0] == 0):
                 time.sleep(0.01)
         proc.wait(timeout=delay)
-        return f"finished ({proc.returncode})"
+        return f"finished ({proc.returncode})", time.monotonic() - began
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        return "killed"
+        return "killed", time.monotonic() - began
 
 
 @pytest.mark.slow
@@ -140,6 +143,7 @@ def test_kill_9_at_random_points_of_50_deploys(tmp_path: Path, env: dict[str, st
     seen: dict[UnitId, dict[str, Any] | None] = {u: None for u in UNITS}
     expected_deploys = dict.fromkeys(UNITS, 0)
     outcomes: dict[str, int] = {}
+    finished: list[float] = []  # seconds each apply that was not killed ran
     started = time.monotonic()
 
     for gen in range(COMMITS):
@@ -153,10 +157,12 @@ def test_kill_9_at_random_points_of_50_deploys(tmp_path: Path, env: dict[str, st
             repo.commit(files_of(state, removed), message=f"commit {gen}")
         if big and rng.random() < 0.7:  # among the transactions of a large deploy
             delay = rng.uniform(0.0, 0.3)
-            what = killed_apply(repo.path, env, delay, (store, keys))
+            what, _ = killed_apply(repo.path, env, delay, (store, keys))
         else:  # anywhere: before it connected, while it plans or writes, as it exits
-            delay = rng.uniform(0.1, 2.0)
-            what = killed_apply(repo.path, env, delay)
+            delay = rng.uniform(0.05, 1.2) * max(finished, default=1.0)
+            what, ran = killed_apply(repo.path, env, delay)
+            if what.startswith("finished"):
+                finished.append(ran)
         if what == "killed" and any(store.get(keys.pending(u)) is not None for u in LARGE):
             what = "killed mid-deploy"  # between the transactions of a large unit
         outcomes[what] = outcomes.get(what, 0) + 1
