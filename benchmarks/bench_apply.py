@@ -100,18 +100,27 @@ def foreign_writes(endpoint: str, prefix: str, n: int) -> float:
     return time.perf_counter() - t
 
 
-def shared_etcd_cost(repo: Path, endpoint: str, foreign: int) -> tuple[float, float]:
-    """A no-op apply before and after `foreign` writes elsewhere in the same etcd (each the
-    best of three: the first no-op after the traffic pays the replay once)."""
-    env = {"GITCONF_ETCD_ENDPOINTS": endpoint, "GITCONF_PREFIX": "/shared"}
+def shared_etcd_cost(repo: Path, endpoint: str, prefix: str, foreign: int,
+                     rounds: int = 3) -> tuple[float, list[float]]:
+    """The best of three no-op applies on a quiet etcd, then, `rounds` times, `foreign` writes
+    elsewhere in the same etcd followed by one no-op apply: the first after the traffic, the
+    one that has to find out what changed during it."""
+    env = {"GITCONF_ETCD_ENDPOINTS": endpoint, "GITCONF_PREFIX": prefix}
     apply = [str(BIN / "gitconf"), "apply", "--repo", str(repo)]
     run(apply, env)
     quiet = min(run(apply, env) for _ in range(3))
-    foreign_writes(endpoint, "/other-app", foreign)
-    first = run(apply, env)
-    busy = min([first] + [run(apply, env) for _ in range(2)])
-    print(f"  shared etcd: first no-op after the traffic {first:.3f} s")
-    return quiet, busy
+    firsts = []
+    for _ in range(rounds):
+        foreign_writes(endpoint, "/other-app", foreign)
+        firsts.append(run(apply, env))
+    return quiet, firsts
+
+
+def print_shared(services: int, quiet: float, firsts: list[float], foreign: int) -> None:
+    ratio = sorted(firsts)[len(firsts) // 2] / quiet
+    print(f"shared etcd, {services} services: no-op apply {quiet:.3f} s quiet; the first after "
+          f"{foreign:,} foreign writes {', '.join(f'{t:.3f}' for t in firsts)} s = median "
+          f"{ratio:.2f}x (issue 13: <= 1.2x)")
 
 
 LIBRARIES = "import typer, rich.console, rich.table, pyetcd, yaml, jsonschema_rs"
@@ -171,12 +180,11 @@ def main() -> None:
                     "by another application (e.g. 200000) before timing no-op applies.")
     a = ap.parse_args()
     if a.foreign:
-        small = fresh_repo(a.out / "apply-shared", max(1, a.services // 100))
-        with EmbeddedEtcd() as etcd:
-            quiet, busy = shared_etcd_cost(small, etcd.endpoint, a.foreign)
-        print(f"shared etcd, {max(1, a.services // 100)} services: no-op apply {quiet:.3f} s "
-              f"quiet, {busy:.3f} s after {a.foreign:,} foreign writes = {busy / quiet:.2f}x "
-              "(target <= 1.2x)")
+        for services in (max(1, a.services // 100), a.services):
+            repo = fresh_repo(a.out / f"apply-shared-{services}", services)
+            with EmbeddedEtcd(extra_args=("--log-level", "warn")) as etcd:
+                quiet, firsts = shared_etcd_cost(repo, etcd.endpoint, "/shared", a.foreign)
+            print_shared(services, quiet, firsts, a.foreign)
         return
     big = fresh_repo(a.out / "apply-ref", a.services)
     small = fresh_repo(a.out / "apply-small", max(1, a.services // 100))

@@ -732,7 +732,13 @@ def _collect(stream: Any, prefix: bytes, until: int, trust_progress: bool,
     return None
 
 
-class _History(_Connection):
+_WALK_FROM = 5_000  # events a replay would ship before walking the prefix is considered
+_WALK_LIMIT = 10_000  # changed keys a walk may return; more and the replay answers
+_SAMPLE_REVS = 16  # the last revisions whose events estimate a replay's size
+_TXN_OPS = 128  # etcd's default --max-txn-ops: most revisions write no more keys than this
+
+
+class _History(_Reads):
     _progress_ordered: bool | None = None
 
     def changes_since(self, prefix: bytes, start_revision: int, until_revision: int,
@@ -752,6 +758,10 @@ class _History(_Connection):
         the user may not read it, the prefix."""
         if start_revision > until_revision:
             return Replay()
+        if scope == "auto":
+            walked = self._walk(prefix, start_revision, until_revision, timeout)
+            if walked is not None:
+                return walked
         whole, only = (b"\0", b"\0"), (prefix, prefix_end(prefix))
         if scope == "prefix" or (scope == "auto" and self._orders_progress()):
             tries = [only]
@@ -791,6 +801,52 @@ class _History(_Connection):
             requests.put(None)
             stream.cancel()
 
+    def _walk(self, prefix: bytes, start: int, until: int, timeout: float) -> Replay | None:
+        """The keys under `prefix` changed in [start, until] read from the prefix itself, when
+        that is cheaper than a replay; None to replay instead. A replay costs what happened in
+        the whole keyspace in between (etcd 3.5 reads every revision, a keyspace watch ships
+        every event: 1.1 s for 200,000 writes of another application), a walk what the prefix
+        holds (a `min_mod_revision` range reads every key under it: 0.2 s for 100,000 keys).
+        The replay's size is estimated from the revisions in between and the events of the
+        last 16; the prefix's from an index-only count.
+
+        A walk sees no deletes. The counts before and after tell whether any key disappeared:
+        keys before - keys after + keys created since = keys deleted + keys deleted and made
+        again, so 0 means neither happened; otherwise the replay answers. `examined` is the
+        estimated replay, so the pass moves its low-water mark past the traffic."""
+        revisions = until - start + 1
+        if revisions * _TXN_OPS < _WALK_FROM:  # a short replay, whatever the batches
+            return None
+        sample = min(revisions, _SAMPLE_REVS)
+        events = revisions * self._events_in(until - sample + 1, until, timeout) // sample
+        if events < _WALK_FROM:
+            return None
+        end = prefix_end(prefix)
+        try:
+            after = self.range(prefix, end, count_only=True, revision=until).count
+            if after > events:
+                return None
+            before = self.range(prefix, end, count_only=True, revision=start - 1).count
+            changed = self.range(prefix, end, keys_only=True, min_mod_revision=start,
+                                 revision=until, limit=_WALK_LIMIT)
+        except EtcdError:  # compacted, not permitted...: the replay knows what to answer
+            return None
+        created = sum(kv.create_revision >= start for kv in changed.kvs)
+        if changed.more or before - after + created != 0:
+            return None
+        return Replay([KeyEvent(kv.key, kv.mod_revision, False) for kv in changed.kvs],
+                      examined=events)
+
+    def _events_in(self, first: int, last: int, timeout: float) -> int:
+        """How many keys the transactions of [first, last] wrote (as many as revisions when
+        that cannot be read): a sample of the traffic's batch size, the last few revisions
+        replayed by a keyspace watch."""
+        try:
+            sample = self._replay(b"", b"\0", b"\0", first, last, min(timeout, 2.0))
+        except EtcdError:
+            sample = None
+        return max(len(sample or ()), last - first + 1)
+
     def _orders_progress(self) -> bool:
         if self._progress_ordered is None:
             try:
@@ -805,7 +861,7 @@ class _History(_Connection):
 # -- the facade --------------------------------------------------------------------------------
 
 
-class EtcdStore(_Reads, _Writes, _LeasesWatches, _History):
+class EtcdStore(_History, _Writes, _LeasesWatches):
     """A connection to an etcd cluster with failover, auth, TLS and our error types: the
     `store.Store` the core uses."""
 

@@ -3,9 +3,13 @@ does not follow their traffic."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+
 from gitconf.etcdstore import EtcdStore
+from gitconf.model import UnitId
 from gitconf.records import Keys, LastApplied
 from gitconf.selection import ADVANCE_AFTER
 from tests.helpers import cli, make_repo
@@ -42,6 +46,48 @@ def test_batched_foreign_traffic_moves_the_low_water_mark_too(
     assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
     seen_after = LastApplied.from_json(store.get(keys.last_applied).value).seen
     assert seen_after - seen_before >= batches  # moved past the traffic
+    before = store.revision()
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    assert store.revision() == before
+
+
+def _bulk_traffic(store: EtcdStore, prefix: str, batches: int, tag: str) -> None:
+    """Another application writing 100 keys a transaction under its own prefix."""
+    from gitconf.store import wire_put
+
+    for i in range(batches):
+        store.txn_wire([], [wire_put(f"{prefix}-other/{tag}{j}".encode(), f"{i}".encode())
+                            for j in range(100)])
+
+
+@pytest.mark.parametrize("edit", ["changed", "deleted", "added"])
+def test_drift_amid_bulk_foreign_traffic_is_found_and_reverted(
+        tmp_path: Path, env: dict, store: EtcdStore, keys: Keys, prefix: str,
+        edit: str) -> None:
+    """After enough foreign traffic, a no-op pass reads what changed from the prefix instead
+    of replaying the traffic (`EtcdStore._walk`); deletes it cannot see send it back to the
+    replay. Either way the out-of-band edit inside the traffic is found and reverted."""
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\nb: 2\n", "web/prod.yaml": "c: 3\n",
+                                      ".gitconf.yaml": "drift: revert\n"})
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    web = UnitId("web", "prod")
+    _bulk_traffic(store, prefix, 40, "x")
+    if edit == "changed":
+        store.put(keys.data_key(web, "c"), b'{"value": 9, "version": "manual", "metadata": {}}')
+    elif edit == "deleted":
+        store.delete(keys.data_key(web, "c"))
+    else:
+        store.put(keys.data_key(web, "stray"), b"42")
+    _bulk_traffic(store, prefix, 40, "y")
+    traffic_end = store.revision()
+    res = cli("apply", "--repo", str(repo.path), "-f", "json", env=env)
+    assert res.exit_code == 0, res.stderr
+    assert [(d["service"], d["environment"]) for d in res.json()["deploys"]] == [("web", "prod")]
+    live = {kv.key: json.loads(kv.value)["value"]
+            for kv in store.scan(keys.data_key(web, ""))[0]}
+    assert live == {keys.data_key(web, "c"): 3}
+    seen = LastApplied.from_json(store.get(keys.last_applied).value).seen
+    assert seen >= traffic_end  # the pass moved its mark past the traffic
     before = store.revision()
     assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
     assert store.revision() == before
