@@ -165,9 +165,9 @@ def first_apply_rounds(repo: Path, rounds: int) -> tuple[list[float], list[float
     return firsts, raws, slow
 
 
-def fresh_repo(root: Path, services: int) -> Path:
+def fresh_repo(root: Path, services: int, flags: int = 0) -> Path:
     shutil.rmtree(root, ignore_errors=True)
-    generate(root, services, git=True)
+    generate(root, services, git=True, flags=flags)
     return root
 
 

@@ -68,8 +68,9 @@ SCHEMA = {
 }
 
 
-def values_yaml(service: str, env: str, rnd: random.Random) -> str:
+def values_yaml(service: str, env: str, rnd: random.Random, flags: int = 0) -> str:
     i = rnd.randrange(1000)
+    extra = "".join(f"  flag_{k:04d}: {str(rnd.random() < 0.5).lower()}\n" for k in range(flags))
     return f"""\
 # {service} in {env}
 server:
@@ -99,7 +100,7 @@ feature_flags:
   dark_mode: {str(rnd.random() < 0.5).lower()}
   beta_search: {str(rnd.random() < 0.5).lower()}
   fast_path: {str(rnd.random() < 0.5).lower()}
-logging:
+{extra}logging:
   level: {'debug' if env == 'dev' else 'info'}
   format: json
   sampling_rate: {rnd.choice([0.1, 0.5, 1.0])}
@@ -118,8 +119,10 @@ release_date: 2025-0{1 + i % 9}-1{i % 10}
 """
 
 
-def generate(root: Path, services: int = 1000, git: bool = False) -> list[Path]:
-    """Write the repository; returns the values files."""
+def generate(root: Path, services: int = 1000, git: bool = False, flags: int = 0,
+             ) -> list[Path]:
+    """Write the repository; returns the values files. `flags` adds that many feature flags
+    to every file: more keys in the same units (`bench_scale.py --wide`)."""
     rnd = random.Random(42)
     root.mkdir(parents=True, exist_ok=True)
     (root / ".gitconf.yaml").write_text("environments: [dev, staging, prod]\n")
@@ -132,7 +135,7 @@ def generate(root: Path, services: int = 1000, git: bool = False) -> list[Path]:
         (d / "schema.json").write_text(schema_text)
         for env in ENVS:
             f = d / f"{env}.yaml"
-            f.write_text(values_yaml(name, env, rnd))
+            f.write_text(values_yaml(name, env, rnd, flags))
             files.append(f)
     if git:
         env = {"GIT_AUTHOR_NAME": "Bench", "GIT_AUTHOR_EMAIL": "bench@example.com",

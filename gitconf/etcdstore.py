@@ -755,7 +755,9 @@ class _History(_Reads):
         notification marks the end; on older servers, a replayed batch does, and when nothing
         under the prefix changed the answer is None after a second of silence. `scope="auto"`:
         the prefix where the server orders progress notifications, else the keyspace and, if
-        the user may not read it, the prefix."""
+        the user may not read it, the prefix; or, after bulk traffic elsewhere, the prefix's
+        keys changed since `start` (`_walk`: one event per key, at its last revision, without
+        its value)."""
         if start_revision > until_revision:
             return Replay()
         if scope == "auto":
@@ -815,8 +817,8 @@ class _History(_Reads):
         again, so 0 means neither happened; otherwise the replay answers. `examined` is the
         estimated replay, so the pass moves its low-water mark past the traffic."""
         revisions = until - start + 1
-        if revisions * _TXN_OPS < _WALK_FROM:  # a short replay, whatever the batches
-            return None
+        if revisions * _TXN_OPS < _WALK_FROM or start < 2:  # a short replay, whatever the batches
+            return None  # (and revision 0 would be "now" to the count before)
         sample = min(revisions, _SAMPLE_REVS)
         events = revisions * self._events_in(until - sample + 1, until, timeout) // sample
         if events < _WALK_FROM:
