@@ -152,8 +152,9 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--services", type=int, default=1000)
     ap.add_argument("--git", action="store_true")
+    ap.add_argument("--flags", type=int, default=0, help="extra feature flags in every file")
     a = ap.parse_args()
-    files = generate(a.out, a.services, a.git)
+    files = generate(a.out, a.services, a.git, a.flags)
     print(f"{len(files)} values files in {a.out}")
 
 
