@@ -12,6 +12,7 @@ the few units are then read range by range, all at the revision of the first, so
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import replace
 
@@ -118,7 +119,8 @@ class LiveIndex:
     are read by `load`, one range over a chunk of neighbouring services at a time (the two
     latest chunks kept), and handed out in a fresh `LiveUnit` the index does not keep."""
 
-    CHUNK = 40  # services a key read covers
+    CHUNK = 40  # services a key read covers at most
+    CHUNK_KEYS = 4_000  # keys it covers, about: fewer services when they hold more keys
     KEEP = 2  # chunks kept: a pass asks for units in service order
 
     def __init__(self, store: Store, keys: Keys, wanted: Collection[UnitId] | None):
@@ -126,6 +128,7 @@ class LiveIndex:
         self._want = want = set(wanted) if wanted is not None else None
         self.units: dict[UnitId, LiveUnit] = {}
         self.scanned_at = 0  # the earliest revision of the scans of data keys
+        sizes: Counter[str] = Counter()  # keys per service
         for start, stop in _outside_system(keys, keys.root_b, prefix_end(keys.root_b)):
             for kvs, at in scan_pages(store, start, end=stop, keys_only=True):
                 self.scanned_at = min(self.scanned_at or at, at)
@@ -133,6 +136,7 @@ class LiveIndex:
                     parsed = keys.parse_data_key(kv.key)
                     if parsed is not None and (want is None or parsed[0] in want):
                         self.units.setdefault(parsed[0], LiveUnit(parsed[0], {}))
+                        sizes[parsed[0].service] += 1
         for kind in _RECORD_KINDS:
             for kvs, _ in scan_pages(store, keys.kind_prefix(kind)):
                 for kv in kvs:
@@ -141,10 +145,23 @@ class LiveIndex:
                         unit = rec[1]
                         _apply_record(self.units.setdefault(unit, LiveUnit(unit, {})), kind, kv)
         order = sorted({u.service for u in self.units}, key=lambda s: f"{s}/".encode())
-        self._chunk_of = {svc: i // self.CHUNK for i, svc in enumerate(order)}
-        self._chunks = [order[i:i + self.CHUNK] for i in range(0, len(order), self.CHUNK)]
+        self._chunks = self._pack(order, sizes)
+        self._chunk_of = {svc: i for i, chunk in enumerate(self._chunks) for svc in chunk}
         self._loaded: dict[int, dict[UnitId, dict[str, LiveKey]]] = {}
         self._revisions: dict[int, int] = {}
+
+    def _pack(self, order: list[str], sizes: Counter[str]) -> list[list[str]]:
+        """Neighbouring services in chunks of about `CHUNK_KEYS` keys and at most `CHUNK`
+        services: what a pass holds follows a chunk's keys, not how many a file has."""
+        chunks: list[list[str]] = []
+        keys = 0
+        for svc in order:
+            if not chunks or len(chunks[-1]) >= self.CHUNK or keys >= self.CHUNK_KEYS:
+                chunks.append([])
+                keys = 0
+            chunks[-1].append(svc)
+            keys += sizes[svc]
+        return chunks
 
     def load(self, unit: UnitId) -> LiveUnit | None:
         known = self.units.get(unit)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future, ProcessPoolExecutor
 
 PARALLEL_SERVICES = 200  # from this many services, parsing runs in worker processes
+CHUNK_KEYS = 4_000  # values a chunk of services carries (40 services of the reference repo)
 
 log = logging.getLogger("gitconf")
 
@@ -66,7 +67,7 @@ def check_in_workers(tree: Tree, layout: Layout, workers: int = 0,
     if len(selected) < PARALLEL_SERVICES:
         yield check_services(tree, layout)
         return
-    chunks = [selected[i:i + chunk] for i in range(0, len(selected), chunk)]
+    chunks = (selected[i:i + chunk] for i in range(0, len(selected), chunk))
     yield from _run_chunks(_check_chunk, tree, layout, LoadOptions(), chunks,
                            workers or _workers(spare=0))
 
@@ -101,12 +102,47 @@ def iter_units_parallel(tree: Tree, layout: Layout, options: LoadOptions,
     """`iter_units` spread over worker processes, yielded in order as chunks complete, so the
     caller plans and writes while the workers parse."""
     selected = selected_services(layout, options.services)
-    chunks = [selected[i:i + chunk] for i in range(0, len(selected), chunk)]
+    sizer = ChunkSizer(most=chunk)
     # leave a core to the process that plans and writes (and to etcd, when it is local)
     workers = workers or _workers(spare=1)
-    for units, compiled in _run_chunks(_load_chunk, tree, layout, options, chunks, workers):
+    for units, compiled in _run_chunks(_load_chunk, tree, layout, options,
+                                       sizer.chunks(selected), workers):
+        sizer.done(sum(len(u.values) for u, _ in units if u is not None))
         compiled_out.update(compiled)
         yield from units
+
+
+class ChunkSizer:
+    """Services per chunk such that a chunk carries about `CHUNK_KEYS` values, learnt from the
+    chunks done: with ten times the keys a file, ten times fewer services a chunk, so what is
+    in flight (and the memory of a full pass) follows neither the repository nor its files'
+    size. The first chunks, sent before any came back, are small."""
+
+    FIRST = 4
+
+    def __init__(self, most: int = 40):
+        self.most = most
+        self.services = self.keys = 0
+        self._issued: deque[int] = deque()
+
+    def size(self) -> int:
+        if not self.services:
+            return min(self.FIRST, self.most)
+        per_service = max(1.0, self.keys / self.services)
+        return max(1, min(self.most, int(CHUNK_KEYS / per_service)))
+
+    def chunks(self, selected: list[ServiceFiles]) -> Iterator[list[ServiceFiles]]:
+        i = 0
+        while i < len(selected):
+            n = self.size()
+            self._issued.append(n)
+            yield selected[i:i + n]
+            i += n
+
+    def done(self, keys: int) -> None:
+        """A chunk's result arrived (in order), holding `keys` values."""
+        self.services += self._issued.popleft()
+        self.keys += keys
 
 
 def _workers(spare: int) -> int:
@@ -119,24 +155,23 @@ Task = Callable[[Tree, dict[str, Any], list[ServiceFiles], list[str], LoadOption
 
 
 def _run_chunks(task: Task[T], tree: Tree, layout: Layout, options: LoadOptions,
-                chunks: list[list[ServiceFiles]], workers: int) -> Iterator[T]:
+                chunks: Iterator[list[ServiceFiles]], workers: int) -> Iterator[T]:
     """`task` of each chunk, in order, in worker processes; in this process where workers
-    cannot start (a sandbox, an unimportable __main__)."""
+    cannot start (a sandbox, an unimportable __main__), from the first chunk not yet given."""
     from concurrent.futures.process import BrokenProcessPool
 
-    done = 0
+    pending: deque[list[ServiceFiles]] = deque()  # sent to the workers, not yet given back
     try:
-        for result in _in_workers(task, tree, layout, options, chunks, workers):
-            done += 1
-            yield result
+        yield from _in_workers(task, tree, layout, options, chunks, workers, pending)
     except (BrokenProcessPool, OSError, EOFError) as exc:
         log.warning("parallel loading unavailable (%s); loading in process", exc)
-        for part in chunks[done:]:
+        for part in (*pending, *chunks):
             yield task(tree, layout.settings, part, layout.shared_schemas, options)
 
 
 def _in_workers(task: Task[T], tree: Tree, layout: Layout, options: LoadOptions,
-                chunks: list[list[ServiceFiles]], workers: int) -> Iterator[T]:
+                chunks: Iterator[list[ServiceFiles]], workers: int,
+                pending: deque[list[ServiceFiles]]) -> Iterator[T]:
     """The chunks' results in order. However this generator ends (done, Ctrl-C while waiting,
     closed by a caller that was interrupted), no worker process outlives it. Workers are
     spawned, not forked: the caller may hold grpc threads, which must not be forked."""
@@ -150,12 +185,17 @@ def _in_workers(task: Task[T], tree: Tree, layout: Layout, options: LoadOptions,
     window = 2 * workers + 1  # chunks in flight: results wait for the caller, memory is bounded
     try:
         for part in chunks:
+            pending.append(part)
             futures.append(pool.submit(task, _share(tree, layout, part), layout.settings,
                                        part, layout.shared_schemas, options))
             if len(futures) >= window:
-                yield futures.popleft().result()
+                result = futures.popleft().result()
+                pending.popleft()
+                yield result
         while futures:
-            yield futures.popleft().result()
+            result = futures.popleft().result()
+            pending.popleft()
+            yield result
         finished = True
     finally:
         if finished:

@@ -6,6 +6,7 @@ pass reads with its units (`also`) is tested against etcd itself."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -29,12 +30,29 @@ KEY_NAMES = st.sampled_from(["a", "b.c", "d/e", "x"])
 
 @pytest.fixture
 def small_chunks() -> Iterator[None]:
-    saved = LiveIndex.CHUNK
-    LiveIndex.CHUNK = 2  # many chunks, and chunks evicted and read again
+    saved = LiveIndex.CHUNK, LiveIndex.CHUNK_KEYS
+    # many chunks, and chunks evicted and read again; cut by services or by keys
+    LiveIndex.CHUNK, LiveIndex.CHUNK_KEYS = 3, 4
     try:
         yield
     finally:
-        LiveIndex.CHUNK = saved
+        LiveIndex.CHUNK, LiveIndex.CHUNK_KEYS = saved
+
+
+@given(sizes=st.lists(st.integers(0, 9_000), max_size=300))
+def test_chunks_hold_neighbouring_services_up_to_a_budget_of_keys(sizes: list[int]) -> None:
+    order = [f"s{i:03d}" for i in range(len(sizes))]
+    counts = Counter(dict(zip(order, sizes, strict=True)))
+    index = LiveIndex.__new__(LiveIndex)
+    chunks = index._pack(order, counts)
+    assert [svc for chunk in chunks for svc in chunk] == order
+    for chunk in chunks:
+        assert 1 <= len(chunk) <= LiveIndex.CHUNK
+        # only the service that crossed the budget may take a chunk past it
+        assert sum(counts[s] for s in chunk[:-1]) < LiveIndex.CHUNK_KEYS
+    for chunk in chunks[:-1]:  # a chunk ends only when it has to
+        assert len(chunk) == LiveIndex.CHUNK or sum(counts[s] for s in chunk) >= \
+            LiveIndex.CHUNK_KEYS
 
 
 def _record(deploy: int) -> bytes:
