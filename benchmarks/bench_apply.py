@@ -1,7 +1,8 @@
 """`gitconf apply` against its peer (benchmarks/raw_apply.py: raw batched transactions) on the
 reference repository, in one run on one throwaway etcd; then a one-key commit applied as a whole
 process, on the reference repository and on one a hundred times smaller (the cost must not
-follow the repository's size), and a no-op apply.
+follow the repository's size), and a no-op apply; a first diff (every key to add) as text and
+as JSON; the whole-repository commands.
 
     python benchmarks/bench_apply.py [--services 1000] [--out benchmarks/out]
     python benchmarks/bench_apply.py --services 10000        # the 1M-key mode (issue 13)
@@ -189,6 +190,9 @@ def main() -> None:
     big = fresh_repo(a.out / "apply-ref", a.services)
     small = fresh_repo(a.out / "apply-small", max(1, a.services // 100))
     firsts, raws, slow = first_apply_rounds(big, a.rounds)
+    with EmbeddedEtcd(extra_args=("--log-level", "warn")) as etcd:  # every key to add
+        first_diff = {name: time_and_rss(args, big, etcd.endpoint, "/config")
+                      for name, args in (("text", ["diff"]), ("JSON", ["diff", "-f", "json"]))}
     ratios = [f / r for f, r in zip(firsts, raws, strict=True)]
     with EmbeddedEtcd() as etcd:
         ep = etcd.endpoint
@@ -210,6 +214,8 @@ def main() -> None:
           f"{max(1, a.services // 100)}")
     print(f"  the floor of a run's start-up: importing the libraries it needs takes "
           f"{import_floor():.3f} s; an empty Python {import_floor('pass'):.3f} s")
+    print("  first diff (every key to add): " + ", ".join(
+        f"{name} {wall:.2f} s ({rss:.0f} MB)" for name, (wall, rss) in first_diff.items()))
     keys = a.services * 99
     for name, (wall, rss) in whole.items():
         print(f"  {name:<19} {wall:6.2f} s, peak RSS {rss:5.0f} MB ({rss * 1024 / keys:.2f} KB "

@@ -10,7 +10,7 @@ nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..masking import shown_change
-from ..model import JSON, Change, Plan, UnitId, UnitPlan
+from ..model import JSON, Change, Plan, UnitId
 from ..reconcile import Result
-from .grid import Cell, grid
+from .grid import Cell, Part, grid, styled_lines
 
 MAX_SHOWN = 120
 MAX_TABLE = 200  # rows of a deploys table in text; more are counted, not listed
@@ -57,17 +57,23 @@ def _nested(old: JSON, new: JSON) -> list[str]:
     return lines[:20]
 
 
-def render_change(con: Console, c: Change) -> None:
-    key = escape(c.key)
+def change_lines(c: Change) -> Iterator[list[Part]]:
+    """A change as styled lines: the key and its values, and what changed inside a nested
+    value below it."""
     if c.op == "add":
-        con.print(f"  [green]+ {key}[/] = {escape(show(c.new))}")
+        yield [("  ", ""), (f"+ {c.key}", "green"), (f" = {show(c.new)}", "")]
     elif c.op == "delete":
-        con.print(f"  [red]- {key}[/] = {escape(show(c.old))}")
+        yield [("  ", ""), (f"- {c.key}", "red"), (f" = {show(c.old)}", "")]
     else:
-        con.print(f"  [yellow]~ {key}[/]: {escape(show(c.old))} [dim]→[/] {escape(show(c.new))}")
+        yield [("  ", ""), (f"~ {c.key}", "yellow"), (f": {show(c.old)} ", ""), ("→", "dim"),
+               (f" {show(c.new)}", "")]
         if isinstance(c.old, (dict, list)) and isinstance(c.new, (dict, list)):
             for line in _nested(c.old, c.new):
-                con.print(f"      [dim]{escape(line)}[/]")
+                yield [("      ", ""), (line, "dim")]
+
+
+def render_change(con: Console, c: Change) -> None:
+    styled_lines(con, change_lines(c))
 
 
 # -- counting ---------------------------------------------------------------------------------
@@ -155,19 +161,24 @@ def render_plan(con: Console, plan: Plan, show_secrets: bool, stat: bool = False
     """Each unit's changes (with --stat: its counts only), then the units left alone."""
     if stat:
         _render_stat(con, plan)
-    for up in plan.units if not stat else ():
-        if not up.changes:
-            if up.live.pending is not None:
-                con.print(f"[bold]{up.unit}[/]  [dim](finishes an interrupted deploy)[/]")
-            continue
-        con.print(f"[bold]{up.unit}[/]  [dim]{Counts.of(up.changes)}[/]{_drift_note(up)}")
-        for c in up.changes:
-            render_change(con, shown_change(c, show_secrets))
+    else:
+        styled_lines(con, _plan_lines(plan, show_secrets))
     render_skipped_failed(con, plan)
 
 
-def _drift_note(up: UnitPlan) -> str:
-    return "  [magenta](drift: changed in etcd, not in Git)[/]" if up.drift else ""
+def _plan_lines(plan: Plan, show_secrets: bool) -> Iterator[list[Part]]:
+    for up in plan.units:
+        if not up.changes:
+            if up.live.pending is not None:
+                yield [(str(up.unit), "bold"), ("  ", ""),
+                       ("(finishes an interrupted deploy)", "dim")]
+            continue
+        head = [(str(up.unit), "bold"), ("  ", ""), (str(Counts.of(up.changes)), "dim")]
+        if up.drift:
+            head += [("  ", ""), ("(drift: changed in etcd, not in Git)", "magenta")]
+        yield head
+        for c in up.changes:
+            yield from change_lines(shown_change(c, show_secrets))
 
 
 def _render_stat(con: Console, plan: Plan) -> None:
