@@ -292,6 +292,70 @@ def test_no_color_removes_every_escape(tmp_path: Path) -> None:
     assert proc.returncode == 0 and "Examples:" in proc.stdout and "\x1b" not in proc.stdout
 
 
+def _buffered(env: dict | None = None) -> dict[str, str]:
+    """The environment with Python's output buffered, as for a user (this one may set
+    PYTHONUNBUFFERED, which would hide an unflushed exit)."""
+    out = {**os.environ, **(env or {})}
+    out.pop("PYTHONUNBUFFERED", None)
+    return out
+
+
+def _process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gitconf", *args], capture_output=True,
+                          text=True, env=_buffered(env))
+
+
+def test_the_process_ends_as_the_interpreter_would(tmp_path: Path, env: dict) -> None:
+    """`gitconf` skips the interpreter's teardown (`cli.main._exit`): statuses, messages and
+    every line of output are what a normal exit gives, on a pipe too."""
+    assert _process("--version").returncode == 0
+    usage = _process("apply", "--bogus")
+    assert usage.returncode == 2 and "No such option" in usage.stderr
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc/prod.yaml").write_text("a: 1\na: 2\n")
+    bad = _process("validate", str(tmp_path))
+    assert bad.returncode == 1 and "2:1  duplicate-key" in bad.stdout
+    repo = make_repo(tmp_path / "r", {f"s{i}/prod.yaml": "".join(f"k{k}: {k}\n"
+                                                                 for k in range(300))
+                                      for i in range(20)})
+    for fmt in ("text", "json"):  # rich flushes each print; JSON is one buffered write
+        piped = _process("diff", "--repo", str(repo.path), "-f", fmt, env=env)
+        assert piped.returncode == 0, piped.stderr
+        inproc = cli("diff", "--repo", str(repo.path), "-f", fmt, env=env).stdout
+        assert piped.stdout == inproc and len(lines(piped.stdout)) > 6_000
+
+
+def test_a_closed_pipe_ends_the_process_quietly(tmp_path: Path, env: dict) -> None:
+    repo = make_repo(tmp_path / "r", {f"s{i}/prod.yaml": "".join(f"k{k}: {k}\n"
+                                                                 for k in range(500))
+                                      for i in range(40)})
+    proc = subprocess.Popen([sys.executable, "-m", "gitconf", "diff", "--repo", str(repo.path)],
+                            env=_buffered(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # `| head -1`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 1, 120)
+    assert "Traceback" not in err and "Exception ignored" not in err
+
+
+def test_threads_and_atexit_handlers_still_finish(tmp_path: Path) -> None:
+    """What a library leaves to the end of the process still happens: a non-daemon thread is
+    waited for, and `atexit` handlers run, before the process exits."""
+    done = tmp_path / "thread-done"
+    script = (
+        "import atexit, sys, threading, time\n"
+        "atexit.register(lambda: sys.stderr.write('atexit ran\\n'))\n"
+        f"threading.Thread(target=lambda: (time.sleep(0.3), open({str(done)!r}, 'w'))).start()\n"
+        "sys.argv = ['gitconf', '--version']\n"
+        "from gitconf.cli.main import main\n"
+        "main()\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=_buffered())
+    assert proc.returncode == 0 and "atexit ran" in proc.stderr and proc.stdout.strip()
+    assert done.exists()
+
+
 # -- 5. markdown ------------------------------------------------------------------------------
 
 def test_markdown_for_validate_diff_and_apply(example_repo: GitRepo, env: dict,
