@@ -19,10 +19,11 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from .errors import EtcdError
+from .fastclass import dataclass
 from .gitsource import CommitInfo
 from .masking import MASK
 from .model import JSON, Change, DeploySource, UnitId, UnitPlan

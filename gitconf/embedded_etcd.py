@@ -12,10 +12,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 from .errors import GitconfError
+from .fastclass import dataclass
 
 
 def etcd_binary() -> str:

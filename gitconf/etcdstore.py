@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
@@ -29,6 +28,7 @@ from pyetcd import etcdrpc
 from pyetcd.events import DeleteEvent
 
 from .errors import EtcdError, EtcdUnavailable, UsageError
+from .fastclass import dataclass
 from .store import (
     KV,
     Change,

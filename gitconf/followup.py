@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import GitconfError
+from .fastclass import dataclass
 from .gitpush import Scratch, default_remote, push_with_rebuild
 from .gitsource import GitSource
 from .livestate import read_unit

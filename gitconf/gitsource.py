@@ -47,13 +47,14 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .errors import GitError, UnknownRef
+from .fastclass import dataclass
 from .trees import Refused, RefusedFile, special_entry, symlink_entry
 
 URL_RE = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")

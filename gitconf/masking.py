@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from functools import lru_cache
 from typing import Any
 
 import re2
 
+from .fastclass import dataclass
 from .keypath import covered
 from .model import JSON, Change
 

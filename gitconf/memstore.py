@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from .errors import EtcdError
+from .fastclass import dataclass
 from .store import (
     KV,
     Compare,

@@ -6,9 +6,11 @@ reading etcd produces a `LiveState`, and `plan.plan()` turns the two into a `Pla
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import enum
+from dataclasses import field
 from typing import Any, Literal, NamedTuple
 
+from .fastclass import dataclass
 from .names import (  # noqa: F401  (re-exported: the shared names, where callers look)
     JSON,
     ChangeOp,
@@ -19,6 +21,19 @@ from .names import (  # noqa: F401  (re-exported: the shared names, where caller
     Verdict,
 )
 from .records import DeployRecord, OverrideRecord, Pin, UnitRecord
+
+
+class Unset(enum.Enum):
+    """Type of the `UNSET` sentinel (an enum so that type checkers can narrow on it): "remove
+    this key", for a file edit (`yamledit.apply_edits`) and an override alike."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = Unset.UNSET
 
 
 class Position(NamedTuple):

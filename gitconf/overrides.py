@@ -15,15 +15,16 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .actor import now_iso
 from .errors import CheckFailed, UsageError
+from .fastclass import dataclass
 from .livestate import read_unit
 from .masking import Masker
-from .model import JSON, Change, LiveUnit, UnitId
+from .model import JSON, UNSET, Change, LiveUnit, UnitId, Unset  # UNSET: "remove this key"
 from .plan import NOT_ENVELOPE, json_equal, shown_live
 from .records import (
     DeployRecord,
@@ -39,7 +40,6 @@ from .records import (
     encode_envelope,
 )
 from .store import Store
-from .yamledit import UNSET, Unset  # one "remove this key" for overrides and file edits
 
 _ATTEMPTS = 5
 _TTL = re.compile(r"^\s*(\d+)\s*(m|h|d|w)\s*$")

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from .fastclass import dataclass
 from .masking import Masker
 from .model import (
     JSON,

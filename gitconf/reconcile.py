@@ -13,13 +13,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any, NamedTuple
 
 from . import layoutcache
 from .actor import default_actor, now_iso
 from .deploy import DEFAULT_MAX_BYTES, DEFAULT_MAX_OPS, DeployContext, Deployer, DeployOutcome
 from .errors import CheckFailed, GitconfError, UsageError
+from .fastclass import dataclass
 from .gitsource import CommitInfo, GitSource
 from .livestate import SCAN_THRESHOLD, LiveView, read_live, read_unit
 from .loading import PARALLEL_SERVICES, iter_units_parallel

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from json.encoder import encode_basestring
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, cast
 
+from .fastclass import dataclass
 from .names import JSON, DeploySource, UnitId
 
 SYSTEM = "_system"

@@ -11,10 +11,11 @@ import json
 import logging
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any, Literal, NamedTuple
 
 from . import safeyaml
+from .fastclass import dataclass
 from .keypath import all_parents, nearest_parent_in, parents
 from .model import JSON, DesiredState, DesiredUnit, Position, Problem, UnitId
 from .records import dumps_value

@@ -8,10 +8,10 @@ of units, with `source: rollback` and a pin written in each unit's closing trans
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 
 from .actor import default_actor
 from .errors import CheckFailed, UsageError
+from .fastclass import dataclass
 from .model import UnitId
 from .pins import new_pin, set_pin
 from .reconcile import Reconciler, Request, Result

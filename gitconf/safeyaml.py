@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from .fastclass import dataclass
 from .model import Position, Problem
 
 Path = tuple[Any, ...]

@@ -31,12 +31,13 @@ import difflib
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from functools import cache, cached_property
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urldefrag, urljoin, urlsplit
 
+from .fastclass import dataclass
 from .keypath import parents
 from .masking import (
     Masker,

@@ -13,10 +13,11 @@ whole story of `_system/last-applied`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from .errors import GitconfError
+from .fastclass import dataclass
 from .gitsource import GitSource
 from .model import UnitId
 from .records import Keys, LastApplied, RecordError, unit_name

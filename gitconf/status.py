@@ -3,9 +3,9 @@ run whose observer turns each unit's verdict into a row; no plan is kept)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from .fastclass import dataclass
 from .model import UnitId, UnitPlan, UnitState
 from .plan import drifted_keys
 from .reconcile import Reconciler, Request

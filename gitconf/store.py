@@ -10,10 +10,11 @@ Nothing in this module imports a client library.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal, NamedTuple, NewType, Protocol
 
 from .errors import EtcdError
+from .fastclass import dataclass
 
 # Opaque values: made by a store's builders, only ever handed back to the same store.
 Compare = NewType("Compare", object)  # a guard of a transaction (`cmp_mod`, `cmp_created`, ...)

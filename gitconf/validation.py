@@ -7,9 +7,10 @@ largest service rather than the repository.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
+from .fastclass import dataclass
 from .model import Problem
 from .repo_format import Layout, iter_units, read_layout
 from .trees import Tree

@@ -48,16 +48,16 @@ Pure: no I/O, no subprocesses.
 
 from __future__ import annotations
 
-import enum
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import yaml
 
-from .model import JSON
+from .fastclass import dataclass
+from .model import JSON, UNSET, Unset  # UNSET ("remove this key") is shared with overrides
 
 
 class EditError(Exception):
@@ -68,16 +68,8 @@ class EditError(Exception):
         self.message = message
 
 
-class Unset(enum.Enum):
-    """Type of the `UNSET` sentinel (an enum so that type checkers can narrow on it)."""
-
-    UNSET = "UNSET"
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET = Unset.UNSET  # an `apply_edits` value meaning "remove this key"
+# `UNSET`, an `apply_edits` value meaning "remove this key", lives with the typed records
+# (`model`): overrides use it too, without importing this module
 
 MAX_EXPANDED_NODES = 2_000_000  # alias bombs: refuse before `yaml.load` expands them
 _MERGE_TAG = "tag:yaml.org,2002:merge"

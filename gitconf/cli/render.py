@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from ..fastclass import dataclass
 from ..masking import shown_change
 from ..model import JSON, Change, Plan, UnitId
 from ..reconcile import Result

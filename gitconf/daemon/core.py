@@ -25,12 +25,12 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
 from ..errors import EtcdError, GitError, UsageError
 from ..etcdstore import EtcdConfig, connect
+from ..fastclass import dataclass
 from ..followup import settings_at
 from ..gitsource import URL_RE, GitSource, redact
 from ..model import UnitId

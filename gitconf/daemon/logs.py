@@ -13,10 +13,10 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GitconfError
+from ..fastclass import dataclass
 
 log = logging.getLogger("gitconf.daemon")
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from ..errors import EtcdError, GitconfError, GitError
+from ..fastclass import dataclass
 from ..reconcile import Result
 from .logs import end_streaks, one_line
 from .metrics import Metrics

@@ -1,0 +1,143 @@
+"""`gitconf.fastclass.dataclass` must behave as `dataclasses.dataclass` for every class shape
+gitconf uses: the same class built both ways, then the same calls on both (hypothesis)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gitconf import fastclass
+
+KINDS = ["plain", "default", "factory", "norepr", "nocompare", "nohash", "noinit_default",
+         "noinit_factory"]
+FIELDS = st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "e"]), st.sampled_from(KINDS)),
+                  max_size=4, unique_by=lambda f: f[0])
+
+
+def _namespace(spec: list[tuple[str, str]], post_init: bool) -> dict[str, Any]:
+    ns: dict[str, Any] = {"__module__": __name__, "__annotations__": {}}
+    for name, kind in spec:
+        ns["__annotations__"][name] = "Any"
+        if kind == "default":
+            ns[name] = 7
+        elif kind == "factory":
+            ns[name] = dataclasses.field(default_factory=list)
+        elif kind == "norepr":
+            ns[name] = dataclasses.field(default="secret", repr=False)
+        elif kind == "nocompare":
+            ns[name] = dataclasses.field(default=0, compare=False)
+        elif kind == "nohash":
+            ns[name] = dataclasses.field(default=1, hash=False)
+        elif kind == "noinit_default":
+            ns[name] = dataclasses.field(default="x", init=False)
+        elif kind == "noinit_factory":
+            ns[name] = dataclasses.field(default_factory=dict, init=False)
+    if post_init:
+        def __post_init__(self: Any) -> None:
+            object.__setattr__(self, "posted", True)
+        ns["__post_init__"] = __post_init__
+    return ns
+
+
+def _build(deco: Any, base: list[tuple[str, str]] | None, spec: list[tuple[str, str]],
+           frozen: bool, eq: bool, post_init: bool) -> Any:
+    """The classes, or the exception that building them raised (as its type and text)."""
+    try:
+        parent: type = object
+        if base is not None:
+            parent = deco(frozen=frozen, eq=eq)(type("Base", (), _namespace(base, False)))
+        return deco(frozen=frozen, eq=eq)(type("Made", (parent,), _namespace(spec, post_init)))
+    except (TypeError, ValueError) as exc:
+        return (type(exc), str(exc))
+
+
+def _outcome(fn: Any) -> Any:
+    try:
+        return ("ok", fn())
+    except Exception as exc:  # the same exception type is what is compared
+        return ("raised", type(exc))
+
+
+@settings(max_examples=400, deadline=None)
+@given(base=st.none() | FIELDS, spec=FIELDS, frozen=st.booleans(), eq=st.booleans(),
+       post_init=st.booleans(), data=st.data())
+def test_the_same_class_either_way(base: list[tuple[str, str]] | None,
+                                   spec: list[tuple[str, str]], frozen: bool, eq: bool,
+                                   post_init: bool, data: st.DataObject) -> None:
+    std = _build(dataclasses.dataclass, base, spec, frozen, eq, post_init)
+    fast = _build(fastclass._dataclass, base, spec, frozen, eq, post_init)
+    if isinstance(std, tuple) or isinstance(fast, tuple):
+        assert std == fast  # the same refusal (non-default after default, ...)
+        return
+    sig_std, sig_fast = inspect.signature(std), inspect.signature(fast)
+    assert [(p.name, p.kind, p.default) for p in sig_std.parameters.values()] == \
+        [(p.name, p.kind, p.default) for p in sig_fast.parameters.values()]
+    assert [f.name for f in dataclasses.fields(std)] == [f.name for f in dataclasses.fields(fast)]
+    assert std.__match_args__ == fast.__match_args__
+    assert (std.__hash__ is None) == (fast.__hash__ is None)
+    names = list(sig_std.parameters)
+    calls = data.draw(st.lists(st.tuples(st.integers(0, len(names)),
+                                         st.lists(st.sampled_from([1, 2, "x", None]),
+                                                  min_size=len(names), max_size=len(names)),
+                                         st.sets(st.sampled_from(names) if names else
+                                                 st.nothing())),
+                               min_size=1, max_size=3))
+    made: list[tuple[Any, Any]] = []
+    for positional, values, omitted in calls:
+        args = values[:positional]
+        kwargs = {n: v for n, v in zip(names[positional:], values[positional:], strict=True)
+                  if n not in omitted}
+        one = _outcome(lambda a=args, k=kwargs: std(*a, **k))
+        two = _outcome(lambda a=args, k=kwargs: fast(*a, **k))
+        assert one[0] == two[0] and (one[0] == "ok" or one[1] is two[1])
+        if one[0] == "ok":
+            made.append((one[1], two[1]))
+    for a_std, a_fast in made:
+        assert repr(a_std) == repr(a_fast)
+        assert dataclasses.asdict(a_std) == dataclasses.asdict(a_fast)
+        assert getattr(a_std, "posted", False) == getattr(a_fast, "posted", False)
+        assert _outcome(lambda o=a_std: hash(o))[0] == _outcome(lambda o=a_fast: hash(o))[0]
+        for b_std, b_fast in made:
+            assert (a_std == b_std) == (a_fast == b_fast)
+            if a_std == b_std and _outcome(lambda o=a_std: hash(o))[0] == "ok":
+                assert hash(a_fast) == hash(b_fast)
+        copied = _outcome(lambda o=a_fast: dataclasses.replace(o))
+        assert copied[0] == _outcome(lambda o=a_std: dataclasses.replace(o))[0]
+        if copied[0] == "ok":
+            assert copied[1] == a_fast or not eq
+    for a_std, a_fast in made:  # last: these change the objects
+        for action in ((lambda o, n=n: setattr(o, n, 99)) for n in names[:1]):
+            assert _outcome(lambda act=action, o=a_std: act(o))[0] == \
+                _outcome(lambda act=action, o=a_fast: act(o))[0]
+        for action in ((lambda o, n=n: delattr(o, n)) for n in names[:1]):
+            assert _outcome(lambda act=action, o=a_std: act(o))[0] == \
+                _outcome(lambda act=action, o=a_fast: act(o))[0]
+
+
+def test_gitconf_records_are_made_by_fastclass() -> None:
+    """The records keep the standard introspection and frozen-ness."""
+    from gitconf.records import Pin
+
+    assert Pin.__dict__["__gitconf_frozen__"] is True  # made here, not by the standard library
+    pin = Pin("c" * 40, "ci", "now", "why")
+    assert dataclasses.is_dataclass(pin)
+    assert dataclasses.replace(pin, reason="other").reason == "other"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        pin.reason = "changed"  # type: ignore[misc]
+    assert Pin.__init__.__qualname__ == "Pin.__init__"
+    assert repr(pin).startswith("Pin(commit=") and hash(pin) == hash(dataclasses.replace(pin))
+
+
+def test_secrets_kept_out_of_repr_stay_out() -> None:
+    from gitconf.gitsource import Credential
+
+    fields = {f.name: f for f in dataclasses.fields(Credential)}
+    assert not fields["password"].repr
+    shown = repr(Credential(*[("hunter2" if name == "password" else "x")
+                              for name in fields]))
+    assert "hunter2" not in shown
