@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import socket
 from datetime import datetime, timezone
@@ -14,6 +13,8 @@ def default_actor(explicit: str | None = None) -> str:
         return explicit
     if os.environ.get("GITHUB_ACTOR"):
         return os.environ["GITHUB_ACTOR"]
+    import getpass  # (and termios): only when neither --actor nor GITHUB_ACTOR says who
+
     try:
         user = getpass.getuser()
     except Exception:

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import GitconfError
 from .fastclass import dataclass
-from .gitpush import Scratch, default_remote, push_with_rebuild
 from .gitsource import GitSource
 from .livestate import read_unit
 from .model import JSON
@@ -30,7 +29,10 @@ from .reconcile import PullRequestFate
 from .records import Keys, OverrideRecord, PullRequestRef
 from .repo_format import load_values, merge_base, read_settings
 from .store import Store
-from .yamledit import EditError, Unset, apply_edits
+
+if TYPE_CHECKING:  # pushing and editing files: imported by the few passes that open a PR
+    from .gitpush import Scratch
+    from .yamledit import Unset
 
 log = logging.getLogger("gitconf")
 DEFAULT_LABELS = ("gitconf", "override")
@@ -71,6 +73,8 @@ def edit_branch(scratch: Scratch, record: OverrideRecord, values: Mapping[str, J
     """Edit the unit's environment file in the scratch repository and commit; None when the
     file already says it all. Raises FollowUpError when the edit cannot say exactly what etcd
     holds (a key only `_base.yaml` sets cannot be removed from the environment file)."""
+    from .yamledit import EditError, apply_edits
+
     svc, env = record.service, record.environment
     path = next((p for p in (f"{svc}/{env}.yaml", f"{svc}/{env}.yml")
                  if scratch.read(p) is not None), f"{svc}/{env}.yaml")
@@ -178,6 +182,8 @@ def open_follow_up(source: GitSource, store: Store, keys: Keys, record: Override
         else:
             values[e.key] = e.value
     result = FollowUp(record)
+    from .gitpush import push_with_rebuild
+
     try:
         push_with_rebuild(source, base_branch, record.branch,
                           lambda s: edit_branch(s, record, values, unset))
@@ -234,6 +240,7 @@ def _remember(result: FollowUp, updated: OverrideRecord | None) -> None:
 def github_repo(source: GitSource, settings: Mapping[str, Any]) -> str | None:
     """`owner/name` from `.gitconf.yaml` `github:`, else from the remote URL."""
     from . import github as gh
+    from .gitpush import default_remote
 
     configured = settings.get("github")
     if isinstance(configured, str) and configured:

@@ -21,8 +21,6 @@ from dataclasses import field
 from functools import lru_cache
 from typing import Any
 
-import re2
-
 from .fastclass import dataclass
 from .keypath import covered
 from .model import JSON, Change
@@ -32,8 +30,17 @@ MASK = "***"
 # ---------------------------------------------------------------------------------------------
 # schema patterns (ECMA-262 as JSON Schema writes them) evaluated by RE2
 
-_RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.log_errors = False  # RE2 would print every refused pattern on stderr
+
+@lru_cache(maxsize=1)
+def _re2() -> tuple[Any, Any]:
+    """RE2 and its options, imported with the first pattern (a unit whose schema has none,
+    the usual one-key apply, does not pay the 2 ms)."""
+    import re2
+
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print every refused pattern on stderr
+    return re2, options
+
 _ECMA_ESCAPE = re.compile(r"\\u\{([0-9A-Fa-f]{1,6})\}|\\u([0-9A-Fa-f]{4})|\\c([A-Za-z])|\\.",
                           re.DOTALL)
 _BACKREFERENCE = re.compile(r"\\[1-9]|\\k<")
@@ -75,8 +82,9 @@ def compile_pattern(pattern: str) -> Any:
         if any(n and (len(n) > 4 or int(n) > MAX_REPEAT) for n in m.groups()):
             raise PatternError(pattern, f"invalid repetition size: {m[0]} (at most "
                                         f"{MAX_REPEAT})", False)
+    re2, options = _re2()
     try:
-        return re2.compile(_ecma_to_re2(pattern), _RE2_OPTIONS)
+        return re2.compile(_ecma_to_re2(pattern), options)
     except re2.error as exc:
         raw = exc.args[0] if exc.args else str(exc)
         reason = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)

@@ -33,7 +33,6 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import field, replace
 from functools import cache, cached_property
-from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urldefrag, urljoin, urlsplit
 
@@ -67,6 +66,8 @@ def repo_uri(path: str) -> str:
 
 def packaged_schema(name: str) -> dict[str, Any]:
     """The JSON Schemas gitconf uses on its own files (copies of the repo's `schemas/`)."""
+    from importlib import resources  # 2 ms, for the runs that check gitconf's own files
+
     text = resources.files("gitconf").joinpath("data", name).read_text("utf-8")
     doc: dict[str, Any] = json.loads(text)
     return doc

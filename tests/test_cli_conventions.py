@@ -161,6 +161,23 @@ def test_history_shows_rollbacks_overrides_and_drift_reverts(tmp_path: Path, env
                        "git"]
 
 
+def test_emoji_codes_in_text_output_stay_as_written(tmp_path: Path, env: dict) -> None:
+    """A commit subject, a key and a value with `:fire:` in them are printed as written, on
+    stdout and on stderr: rich would have drawn them as pictures."""
+    repo = make_repo(tmp_path / "r", {"a/prod.yaml": "x: 1\n"})
+    r = str(repo.path)
+    assert cli("apply", "--repo", r, env=env).exit_code == 0
+    repo.commit({"a/prod.yaml": "x: 'a:fire:b'\n"}, message="fix :fire: alarm")
+    assert cli("apply", "--repo", r, env=env).exit_code == 0
+    res = cli("history", "a", "prod", "--verbose", env=env)
+    assert res.exit_code == 0
+    assert "fix :fire: alarm" in res.stdout and '"a:fire:b"' in res.stdout
+    assert "\N{FIRE}" not in res.stdout
+    bad = cli("apply", "--repo", r, "--service", ":fire:", env=env)
+    assert bad.exit_code != 0
+    assert ":fire:" in bad.stderr and "\N{FIRE}" not in bad.stderr
+
+
 # -- 3. tables, status filters, --stat ----------------------------------------------------------
 
 def test_tables_are_not_cut_off_a_terminal(example_repo: GitRepo, env: dict) -> None:

@@ -12,9 +12,6 @@ styling at all; tables at full width when the output is not a terminal.
 from __future__ import annotations
 
 import functools
-import importlib.abc
-import importlib.machinery
-import importlib.util
 import json
 import os
 import signal
@@ -24,13 +21,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import Enum
 from types import FrameType, ModuleType
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from ..errors import GitconfError
 from . import coercion
+
+if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
 
 # -- environment variables, shown in the help of every command they apply to ------------------
 
@@ -98,14 +98,18 @@ def set_no_color(on: bool) -> None:
         sys.meta_path.insert(0, _RichUtilsColour())
 
 
-class _RichUtilsColour(importlib.abc.MetaPathFinder):
+class _RichUtilsColour:
     """Sets typer's colour system the moment `typer.rich_utils` is imported, from the choice
-    this invocation made (`_State.no_color`), then steps aside."""
+    this invocation made (`_State.no_color`), then steps aside. A meta path finder by its
+    `find_spec` alone: `importlib.abc` would import `importlib.resources` and `tempfile` for
+    nothing (5 ms of every run)."""
 
     def find_spec(self, name: str, path: Sequence[str] | None = None,
-                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+                  target: ModuleType | None = None) -> ModuleSpec | None:
         if name != "typer.rich_utils":
             return None
+        import importlib.util
+
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
         if spec is None or spec.loader is None:
@@ -430,7 +434,7 @@ def err(message: str) -> None:
     """A diagnostic line on stderr (never on stdout, which JSON output owns)."""
     from rich.console import Console
 
-    Console(stderr=True, highlight=False, soft_wrap=True,
+    Console(stderr=True, highlight=False, soft_wrap=True, emoji=False,
             **_style_args()).print(message, markup=False)
 
 
@@ -447,12 +451,14 @@ def _style_args() -> dict[str, Any]:
 
 def console(stderr: bool = False) -> Any:
     """Where text output goes. On a terminal, its width; otherwise (a pipe, a file, CI) wide
-    enough that no table is ever cut or wrapped (COLUMNS still wins when set)."""
+    enough that no table is ever cut or wrapped (COLUMNS still wins when set). Emoji codes
+    stay as written: `:fire:` in a value, a unit name or a commit subject is text, not a
+    picture (and rich's 3,600 codes are not loaded for it)."""
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or os.environ.get("COLUMNS") else FULL_WIDTH
-    return Console(highlight=False, soft_wrap=True, stderr=stderr, width=width,
+    return Console(highlight=False, soft_wrap=True, emoji=False, stderr=stderr, width=width,
                    **_style_args())
 
 

@@ -77,6 +77,8 @@ def test_the_same_class_either_way(base: list[tuple[str, str]] | None,
     sig_std, sig_fast = inspect.signature(std), inspect.signature(fast)
     assert [(p.name, p.kind, p.default) for p in sig_std.parameters.values()] == \
         [(p.name, p.kind, p.default) for p in sig_fast.parameters.values()]
+    assert str(sig_std) == str(sig_fast)  # annotations too
+    assert std.__doc__ == fast.__doc__  # the class has none: the standard one, made from it
     assert [f.name for f in dataclasses.fields(std)] == [f.name for f in dataclasses.fields(fast)]
     assert std.__match_args__ == fast.__match_args__
     assert (std.__hash__ is None) == (fast.__hash__ is None)
