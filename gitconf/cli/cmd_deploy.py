@@ -33,6 +33,7 @@ from .context import check_selection, reconciler_for, selection_size
 if TYPE_CHECKING:
     from ..model import UnitId, UnitPlan
     from ..reconcile import Reconciler, Request, Result
+    from .planstream import PlanStream
 
 FullOpt = Annotated[bool, typer.Option("--full", help="Re-plan every unit, not only those "
                                                       "changed since the last apply.")]
@@ -42,14 +43,13 @@ StatOpt = Annotated[bool, typer.Option("--stat", help="Per unit counts only (+ad
 
 class Watch:
     """Sees every unit a pass examines: moves the progress bar, notes the keys --no-prune
-    keeps (Git no longer has them), and for a dry run keeps the plans (a dry run that has an
-    observer keeps none itself)."""
+    keeps (Git no longer has them), and for a dry run hands each plan with something to write
+    to `shown` (`planstream.PlanStream`: a dry run that has an observer keeps no plans)."""
 
-    def __init__(self, prune: bool, keep_plans: bool,
+    def __init__(self, prune: bool, shown: Callable[[UnitPlan], None] | None = None,
                  on_unit: Callable[[], None] | None = None):
-        self.prune, self.keep_plans, self.on_unit = prune, keep_plans, on_unit
+        self.prune, self.shown, self.on_unit = prune, shown, on_unit
         self.unpruned: dict[UnitId, list[str]] = {}
-        self.plans: list[UnitPlan] = []
 
     def __call__(self, up: UnitPlan, drift: bool) -> None:
         from ..plan import left_alone
@@ -62,15 +62,12 @@ class Watch:
             keys = sorted(k for k in up.live.keys if k not in wanted and k not in alone)
             if keys:
                 self.unpruned[up.unit] = keys
-        if self.keep_plans and up.writes:
-            self.plans.append(up)
+        if self.shown is not None and up.writes:
+            self.shown(up)
 
     def run(self, rec: Reconciler, req: Request) -> Result:
         req.observe = self
-        result = rec.run(req)
-        if self.keep_plans:
-            result.plan.units = self.plans
-        return result
+        return rec.run(req)
 
 
 class Progress:
@@ -148,38 +145,43 @@ def diff(
       gitconf diff -o markdown >> "$GITHUB_STEP_SUMMARY"
     """
     from ..reconcile import Request
+    from .planstream import STREAMED, PlanStream
     from .render import (
         Tally,
         diff_summary,
         plan_json,
         plan_markdown,
-        render_plan,
+        render_skipped_failed,
         render_unpruned,
         unpruned_json,
     )
 
-    watch = Watch(prune=not no_prune, keep_plans=True)
+    con = console() if format is ReportFormat.text else None
+    stream = PlanStream(format.value, show_secrets, stat, con)
+    watch = Watch(prune=not no_prune, shown=stream)
     with reconciler_for(repo, etcd, prefix, ref) as rec:
         check_selection(rec, ref, service, env)
         req = Request(ref=ref, services=service, environments=env, full=full,
                       prune=not no_prune, dry_run=True)
-        result = watch.run(rec, req) if no_prune else rec.run(req)
+        result = watch.run(rec, req)
         scope = selection_size(rec, result.commit.sha, service, env)
-    summary = diff_summary(result, Tally.of(result, scope, watch.unpruned))
+    summary = diff_summary(result, Tally.of(result, scope, watch.unpruned, stream.changing),
+                           stream.totals)
     if format is ReportFormat.json:
-        out_json({**plan_json(result, show_secrets, stat),
-                  **({"unpruned": unpruned_json(watch.unpruned)} if no_prune else {})})
+        stream.write_json({**plan_json(result, show_secrets, stat, STREAMED, stream.totals),
+                           **({"unpruned": unpruned_json(watch.unpruned)} if no_prune else {})})
     elif format is ReportFormat.markdown:
-        print(plan_markdown("diff", result, show_secrets, stat, summary, watch.unpruned),
-              end="")
+        print(plan_markdown("diff", result, stat, summary, watch.unpruned, stream.md_units,
+                            stream.totals.units), end="")
     else:
-        con = console()
-        render_plan(con, result.plan, show_secrets, stat)
+        assert con is not None
+        stream.finish_text()
+        render_skipped_failed(con, result.plan)
         render_unpruned(con, watch.unpruned)
         con.print(summary, markup=False)
     if not result.ok:
         raise typer.Exit(1)
-    if exit_code and any(u.changes for u in result.plan.units):
+    if exit_code and stream.totals.units:
         raise typer.Exit(1)
 
 
@@ -225,23 +227,29 @@ def apply(
       gitconf apply -o markdown >> "$GITHUB_STEP_SUMMARY"
     """
     from ..reconcile import Request
+    from .planstream import PlanStream
 
     req = Request(ref=ref, services=service, environments=env, prune=not no_prune, full=full,
                   dry_run=dry_run, actor=actor, max_ops=max_txn_ops,
                   max_bytes=max_request_bytes, allow_mass_delete=allow_mass_delete)
+    stream = PlanStream(format.value, show_secrets, con=console()
+                        if format is ReportFormat.text else None) if dry_run else None
     with reconciler_for(repo, etcd, prefix, ref) as rec:
         check_selection(rec, ref, service, env)
-        result, watch = _apply(rec, req, dry_run)
+        result, watch = _apply(rec, req, stream)
         scope = selection_size(rec, result.commit.sha, service, env)
-    _show_apply(result, watch, scope, format, show_secrets)
+    _show_apply(result, watch, scope, format, show_secrets, stream)
     if not result.ok:
         raise typer.Exit(1)
 
 
-def _apply(rec: Reconciler, req: Request, dry_run: bool) -> tuple[Result, Watch]:
+def _apply(rec: Reconciler, req: Request, stream: PlanStream | None,
+           ) -> tuple[Result, Watch]:
     """One pass, with the follow-up pull requests of drift kept as overrides, and a progress
-    bar for a person watching."""
+    bar for a person watching; a dry run's plans go to `stream` as they come."""
     from ..followup import PullRequests
+
+    dry_run = stream is not None
 
     # settings and base branch are read only if a pull request is needed (drift kept as an
     # override): reading `.gitconf.yaml` goes through the root tree, large at 10,000 services
@@ -252,12 +260,10 @@ def _apply(rec: Reconciler, req: Request, dry_run: bool) -> tuple[Result, Watch]
         bar = Progress(_expected_units(rec, req.ref, req.full, _list(req.services),
                                        _list(req.environments)))
         req.progress = bar.written
-    watch = Watch(prune=req.prune, keep_plans=dry_run, on_unit=bar.unit if bar else None)
+    watch = Watch(prune=req.prune, shown=stream, on_unit=bar.unit if bar else None)
     if bar is not None:
         with bar.bar:
             result = watch.run(rec, req)
-    elif dry_run and req.prune:
-        result = rec.run(req)  # nothing to watch
     else:
         result = watch.run(rec, req)
     if not dry_run:
@@ -270,7 +276,9 @@ def _list(values: Any) -> list[str] | None:
 
 
 def _show_apply(result: Result, watch: Watch, scope: int, format: ReportFormat,
-                show_secrets: bool) -> None:
+                show_secrets: bool, stream: PlanStream | None) -> None:
+    """A run's deploys, or a dry run's plans (already streamed: their counts and the rest)."""
+    from .planstream import STREAMED
     from .render import (
         Tally,
         apply_markdown,
@@ -278,29 +286,33 @@ def _show_apply(result: Result, watch: Watch, scope: int, format: ReportFormat,
         plan_json,
         plan_markdown,
         render_apply,
-        render_plan,
+        render_skipped_failed,
         render_unpruned,
         unpruned_json,
     )
 
-    tally = Tally.of(result, scope, watch.unpruned)
+    tally = Tally.of(result, scope, watch.unpruned, stream.changing if stream else None)
     if format is ReportFormat.json:
         doc = result.as_json()
-        if result.dry_run:
-            doc.update(plan_json(result, show_secrets))
+        if stream is not None:
+            doc.update(plan_json(result, show_secrets, False, STREAMED, stream.totals))
         if not watch.prune:
             doc["unpruned"] = unpruned_json(watch.unpruned)
-        out_json(doc)
+        if stream is not None:
+            stream.write_json(doc)
+        else:
+            out_json(doc)
     elif format is ReportFormat.markdown:
-        if result.dry_run:
-            print(plan_markdown("apply --dry-run", result, show_secrets, False,
-                                dry_run_summary(result, tally), watch.unpruned), end="")
+        if stream is not None:
+            print(plan_markdown("apply --dry-run", result, False,
+                                dry_run_summary(result, tally, stream.totals), watch.unpruned,
+                                stream.md_units, stream.totals.units), end="")
         else:
             print(apply_markdown(result, tally, watch.unpruned), end="")
-    elif result.dry_run:
-        con = console()
-        render_plan(con, result.plan, show_secrets)
-        render_unpruned(con, watch.unpruned)
-        con.print(dry_run_summary(result, tally), markup=False)
+    elif stream is not None:
+        assert stream.con is not None
+        render_skipped_failed(stream.con, result.plan)
+        render_unpruned(stream.con, watch.unpruned)
+        stream.con.print(dry_run_summary(result, tally, stream.totals), markup=False)
     else:
         render_apply(console(), result, tally, watch.unpruned)

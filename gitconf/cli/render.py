@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from ..fastclass import dataclass
 from ..masking import shown_change
-from ..model import JSON, Change, Plan, UnitId
+from ..model import JSON, Change, Plan, UnitId, UnitPlan
 from ..reconcile import Result
 from .grid import Cell, Part, grid, styled_lines
 
@@ -100,14 +100,27 @@ class Counts:
                       self.delete + other.delete)
 
 
-def plan_totals(plan: Plan) -> tuple[int, Counts]:
-    """Units with changes, and the keys they add, change and delete."""
-    total, units = Counts(), 0
-    for up in plan.units:
-        if up.changes:
-            units += 1
-            total = total.plus(Counts.of(up.changes))
-    return units, total
+@dataclass
+class PlanTotals:
+    """Units with changes, the keys they add, change and delete, and how many differ by drift:
+    what a summary says of a plan, counted as its units come (`planstream`) or at once."""
+
+    units: int = 0
+    keys: Counts = field(default_factory=Counts)
+    drift: int = 0
+
+    @classmethod
+    def of(cls, plan: Plan) -> PlanTotals:
+        out = cls()
+        for up in plan.units:
+            if up.changes:
+                out.add(Counts.of(up.changes), up.drift)
+        return out
+
+    def add(self, n: Counts, drift: bool) -> None:
+        self.units += 1
+        self.keys = self.keys.plus(n)
+        self.drift += drift
 
 
 def is_pin(reason: str) -> bool:
@@ -129,7 +142,9 @@ class Tally:
     changing: set[UnitId] = field(default_factory=set)  # a dry run's units with changes
 
     @classmethod
-    def of(cls, result: Result, scope: int | None, unpruned: Unpruned) -> Tally:
+    def of(cls, result: Result, scope: int | None, unpruned: Unpruned,
+           changing: set[UnitId] | None = None) -> Tally:
+        """`changing`: a dry run's units with changes, when its plans were not kept."""
         return cls(
             scope,
             {u for u, r in result.plan.skipped if is_pin(r)},
@@ -140,6 +155,7 @@ class Tally:
             set() if result.dry_run else {up.unit for up in result.drifted},
             {r.unit for r in result.new_overrides},
             {u for u, keys in unpruned.items() if keys},
+            changing if changing is not None else
             {up.unit for up in result.plan.units if up.changes})
 
     def notes(self) -> list[str]:
@@ -161,35 +177,36 @@ class Tally:
 def render_plan(con: Console, plan: Plan, show_secrets: bool, stat: bool = False) -> None:
     """Each unit's changes (with --stat: its counts only), then the units left alone."""
     if stat:
-        _render_stat(con, plan)
+        render_stat(con, [stat_row(up, Counts.of(up.changes)) for up in plan.units
+                          if up.changes])
     else:
-        styled_lines(con, _plan_lines(plan, show_secrets))
+        styled_lines(con, (line for up in plan.units for line in unit_lines(
+            up, Counts.of(up.changes), show_secrets)))
     render_skipped_failed(con, plan)
 
 
-def _plan_lines(plan: Plan, show_secrets: bool) -> Iterator[list[Part]]:
-    for up in plan.units:
-        if not up.changes:
-            if up.live.pending is not None:
-                yield [(str(up.unit), "bold"), ("  ", ""),
-                       ("(finishes an interrupted deploy)", "dim")]
-            continue
-        head = [(str(up.unit), "bold"), ("  ", ""), (str(Counts.of(up.changes)), "dim")]
-        if up.drift:
-            head += [("  ", ""), ("(drift: changed in etcd, not in Git)", "magenta")]
-        yield head
-        for c in up.changes:
-            yield from change_lines(shown_change(c, show_secrets))
+def unit_lines(up: UnitPlan, n: Counts, show_secrets: bool) -> Iterator[list[Part]]:
+    """A unit's text lines: its name and counts (`n`), then each change."""
+    if not up.changes:
+        if up.live.pending is not None:
+            yield [(str(up.unit), "bold"), ("  ", ""), ("(finishes an interrupted deploy)", "dim")]
+        return
+    head = [(str(up.unit), "bold"), ("  ", ""), (str(n), "dim")]
+    if up.drift:
+        head += [("  ", ""), ("(drift: changed in etcd, not in Git)", "magenta")]
+    yield head
+    for c in up.changes:
+        yield from change_lines(shown_change(c, show_secrets))
 
 
-def _render_stat(con: Console, plan: Plan) -> None:
-    rows: list[list[Cell]] = []
-    for up in plan.units:
-        if up.changes:
-            n = Counts.of(up.changes)
-            unit: Cell = str(up.unit) if not up.drift else \
-                ((str(up.unit), ""), ("  (drift: changed in etcd, not in Git)", "magenta"))
-            rows.append([unit, str(n.add), str(n.change), str(n.delete)])
+def stat_row(up: UnitPlan, n: Counts) -> list[Cell]:
+    """A unit's --stat row: its name (marked when drift) and counts `n`."""
+    unit: Cell = str(up.unit) if not up.drift else \
+        ((str(up.unit), ""), ("  (drift: changed in etcd, not in Git)", "magenta"))
+    return [unit, str(n.add), str(n.change), str(n.delete)]
+
+
+def render_stat(con: Console, rows: list[list[Cell]]) -> None:
     if rows:
         grid(con, [("unit", "left"), ("added", "right"), ("changed", "right"),
                    ("deleted", "right")], rows)
@@ -211,10 +228,11 @@ def render_unpruned(con: Console, unpruned: Unpruned) -> None:
                       f"has (--no-prune): {escape(shown)}")
 
 
-def diff_summary(result: Result, tally: Tally) -> str:
-    units, total = plan_totals(result.plan)
+def diff_summary(result: Result, tally: Tally, totals: PlanTotals | None = None) -> str:
+    """The last line of a diff; `totals` counted as the units came, else from the plan."""
+    totals = totals or PlanTotals.of(result.plan)
+    units, total, drift = totals.units, totals.keys, totals.drift
     notes = tally.notes()
-    drift = sum(up.drift for up in result.plan.units if up.changes)
     if units:
         line = (f"{plural(units, 'unit')} {'differs' if units == 1 else 'differ'}: {total} keys"
                 + (f" ({drift} by drift: changed in etcd, not in Git)" if drift else ""))
@@ -226,8 +244,9 @@ def diff_summary(result: Result, tally: Tally) -> str:
     return line
 
 
-def dry_run_summary(result: Result, tally: Tally) -> str:
-    units, total = plan_totals(result.plan)
+def dry_run_summary(result: Result, tally: Tally, totals: PlanTotals | None = None) -> str:
+    totals = totals or PlanTotals.of(result.plan)
+    units, total = totals.units, totals.keys
     what = (f"{plural(units, 'unit')} would change: {total} keys" if units
             else f"etcd matches {result.commit.version}")
     parts = [f"dry run, nothing written: {what}", *tally.notes()]
@@ -319,24 +338,30 @@ def unpruned_json(unpruned: Unpruned) -> list[dict[str, Any]]:
             for u, keys in sorted(unpruned.items()) if keys]
 
 
-def plan_json(result: Result, show_secrets: bool, stat: bool = False) -> dict[str, Any]:
-    units = []
-    for up in result.plan.units:
-        if not up.changes:
-            continue
-        doc: dict[str, Any] = {"service": up.unit.service, "environment": up.unit.environment,
-                               **({"drift": True} if up.drift else {})}
-        if stat:  # --stat: per unit counts only
-            n = Counts.of(up.changes)
-            doc.update(added=n.add, changed=n.change, deleted=n.delete)
-        else:
-            doc["changes"] = [{"key": c.key, "op": c.op, "old": c.old, "new": c.new} for c in
-                              (shown_change(ch, show_secrets) for ch in up.changes)]
-        units.append(doc)
-    n_units, total = plan_totals(result.plan)
+def unit_json(up: UnitPlan, n: Counts, show_secrets: bool, stat: bool) -> dict[str, Any]:
+    """A unit with changes in a plan's JSON: its changes, masked (--stat: its counts `n`)."""
+    doc: dict[str, Any] = {"service": up.unit.service, "environment": up.unit.environment,
+                           **({"drift": True} if up.drift else {})}
+    if stat:
+        doc.update(added=n.add, changed=n.change, deleted=n.delete)
+    else:
+        doc["changes"] = [{"key": c.key, "op": c.op, "old": c.old, "new": c.new} for c in
+                          (shown_change(ch, show_secrets) for ch in up.changes)]
+    return doc
+
+
+def plan_json(result: Result, show_secrets: bool, stat: bool = False, units: Any = None,
+              totals: PlanTotals | None = None) -> dict[str, Any]:
+    """The plan's JSON document; `units` and `totals` given when the units were streamed
+    (`planstream.PlanStream.write_json` puts them in)."""
+    if units is None:
+        units = [unit_json(up, Counts.of(up.changes), show_secrets, stat)
+                 for up in result.plan.units if up.changes]
+    totals = totals or PlanTotals.of(result.plan)
+    total = totals.keys
     return {"ref": result.ref, "commit": result.commit.sha, "version": result.commit.version,
             "units": units,
-            "totals": {"units": n_units, "added": total.add, "changed": total.change,
+            "totals": {"units": totals.units, "added": total.add, "changed": total.change,
                        "deleted": total.delete},
             "skipped": _pairs(result.plan.skipped), "failed": _pairs(result.plan.failed),
             "problems": [p.as_json() for p in result.problems]}
@@ -413,24 +438,39 @@ def md_problems(problems: list[dict[str, Any]]) -> list[str]:
     return md_table(["where", "key", "code", "message"], rows, len(problems))
 
 
-def plan_markdown(command: str, result: Result, show_secrets: bool, stat: bool,
-                  summary: str, unpruned: Unpruned) -> str:
+@dataclass
+class MdUnit:
+    """A unit as markdown shows it: its counts and its first `MD_ROWS` changes, masked."""
+
+    unit: UnitId
+    drift: bool
+    counts: Counts
+    changes: list[Change]
+    total: int
+
+    @classmethod
+    def of(cls, up: UnitPlan, n: Counts, show_secrets: bool) -> MdUnit:
+        return cls(up.unit, up.drift, n, [shown_change(c, show_secrets)
+                                          for c in up.changes[:MD_ROWS]], len(up.changes))
+
+
+def plan_markdown(command: str, result: Result, stat: bool, summary: str, unpruned: Unpruned,
+                  units: Sequence[MdUnit], n_units: int) -> str:
     """The masked plan: a table of units with their counts, then each unit's keys (folded),
-    then what was left alone; `summary` is the text output's last line."""
-    units = [up for up in result.plan.units if up.changes]
+    then what was left alone; `units` are the first `MD_ROWS` of the `n_units` that
+    differ, `summary` is the text output's last line."""
     out = md_head(command, result)
     if units:
         out += md_table(["unit", "added", "changed", "deleted"], (
-            [md_code(str(up.unit)) + (" (drift)" if up.drift else ""),
-             *(str(x) for x in vars(Counts.of(up.changes)).values())]
-            for up in units[:MD_ROWS]), len(units))
-    for up in units[:MD_ROWS] if not stat else ():
+            [md_code(str(u.unit)) + (" (drift)" if u.drift else ""),
+             *(str(x) for x in vars(u.counts).values())]
+            for u in units[:MD_ROWS]), n_units)
+    for u in units[:MD_ROWS] if not stat else ():
         rows = ([md_code(c.key), c.op, md_code(c.old) if c.op != "add" else "",
-                 md_code(c.new) if c.op != "delete" else ""]
-                for c in (shown_change(ch, show_secrets) for ch in up.changes[:MD_ROWS]))
-        out += ["", f"<details><summary><code>{md_cell(str(up.unit))}</code>: "
-                    f"{Counts.of(up.changes)}</summary>", "",
-                *md_table(["key", "op", "old", "new"], rows, len(up.changes)), "", "</details>"]
+                 md_code(c.new) if c.op != "delete" else ""] for c in u.changes)
+        out += ["", f"<details><summary><code>{md_cell(str(u.unit))}</code>: "
+                    f"{u.counts}</summary>", "",
+                *md_table(["key", "op", "old", "new"], rows, u.total), "", "</details>"]
     out += md_left_alone(result, unpruned)
     out += ["", f"**{md_cell(summary, 500)}**"]
     return "\n".join(out) + "\n"
