@@ -440,18 +440,20 @@ def test_ctrl_c_during_a_parallel_apply_ends_it_cleanly(tmp_path: Path, env: dic
         proc.send_signal(signal.SIGINT)
         interrupted = time.monotonic()
         proc.wait(timeout=10)
-        assert time.monotonic() - interrupted < 5
+        took = time.monotonic() - interrupted
     finally:
         if proc.poll() is None:
             proc.kill()
         _, stderr = proc.communicate()
+    assert took < 5, stderr
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr
     assert "leaked semaphore" not in stderr and "Traceback" not in stderr, stderr
     deadline = time.monotonic() + 3  # the resource tracker leaves when its parent has gone
     while time.monotonic() < deadline and any(process_running(c) for c in children):
         time.sleep(0.05)
-    assert not [c for c in children if process_running(c)]
+    left = {c: _cmdline(c) for c in children if process_running(c)}
+    assert not left, (left, stderr)
 
 
 # -- 7. the demo's on-call tour -----------------------------------------------------------------

@@ -227,13 +227,16 @@ def apply(
       gitconf apply -o markdown >> "$GITHUB_STEP_SUMMARY"
     """
     from ..reconcile import Request
-    from .planstream import PlanStream
 
     req = Request(ref=ref, services=service, environments=env, prune=not no_prune, full=full,
                   dry_run=dry_run, actor=actor, max_ops=max_txn_ops,
                   max_bytes=max_request_bytes, allow_mass_delete=allow_mass_delete)
-    stream = PlanStream(format.value, show_secrets, con=console()
-                        if format is ReportFormat.text else None) if dry_run else None
+    stream = None
+    if dry_run:
+        from .planstream import PlanStream
+
+        stream = PlanStream(format.value, show_secrets,
+                            con=console() if format is ReportFormat.text else None)
     with reconciler_for(repo, etcd, prefix, ref) as rec:
         check_selection(rec, ref, service, env)
         result, watch = _apply(rec, req, stream)
@@ -278,7 +281,6 @@ def _list(values: Any) -> list[str] | None:
 def _show_apply(result: Result, watch: Watch, scope: int, format: ReportFormat,
                 show_secrets: bool, stream: PlanStream | None) -> None:
     """A run's deploys, or a dry run's plans (already streamed: their counts and the rest)."""
-    from .planstream import STREAMED
     from .render import (
         Tally,
         apply_markdown,
@@ -295,6 +297,8 @@ def _show_apply(result: Result, watch: Watch, scope: int, format: ReportFormat,
     if format is ReportFormat.json:
         doc = result.as_json()
         if stream is not None:
+            from .planstream import STREAMED
+
             doc.update(plan_json(result, show_secrets, False, STREAMED, stream.totals))
         if not watch.prune:
             doc["unpruned"] = unpruned_json(watch.unpruned)
