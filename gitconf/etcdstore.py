@@ -809,25 +809,33 @@ class _History(_Reads):
         the whole keyspace in between (etcd 3.5 reads every revision, a keyspace watch ships
         every event: 1.1 s for 200,000 writes of another application), a walk what the prefix
         holds (a `min_mod_revision` range reads every key under it: 0.2 s for 100,000 keys).
-        The replay's size is estimated from the revisions in between and the events of the
-        last 16; the prefix's from an index-only count.
+        The prefix's size comes from an index-only count. A replay holds one event a revision
+        at least: when the revisions in between outnumber the prefix's keys, that settles it
+        (and `examined` is that lower bound). Otherwise the replay's size is estimated from the
+        events of the last 16 revisions, read by a keyspace watch; etcd syncs a watch that
+        starts in the past every 100 ms, so this costs up to 0.1 s and is asked only when the
+        revisions alone cannot tell.
 
         A walk sees no deletes. The counts before and after tell whether any key disappeared:
         keys before - keys after + keys created since = keys deleted + keys deleted and made
         again, so 0 means neither happened; otherwise the replay answers. `examined` is the
-        estimated replay, so the pass moves its low-water mark past the traffic."""
+        estimated replay, so the pass moves its low-water mark past the traffic (below
+        ADVANCE_AFTER the mark stays, and the next pass walks again: no dearer than now)."""
         revisions = until - start + 1
         if revisions * _TXN_OPS < _WALK_FROM or start < 2:  # a short replay, whatever the batches
             return None  # (and revision 0 would be "now" to the count before)
-        sample = min(revisions, _SAMPLE_REVS)
-        events = revisions * self._events_in(until - sample + 1, until, timeout) // sample
-        if events < _WALK_FROM:
-            return None
         end = prefix_end(prefix)
         try:
             after = self.range(prefix, end, count_only=True, revision=until).count
-            if after > events:
+        except EtcdError:
+            return None
+        events = revisions
+        if revisions < after:
+            sample = min(revisions, _SAMPLE_REVS)
+            events = revisions * self._events_in(until - sample + 1, until, timeout) // sample
+            if events < _WALK_FROM or after > events:
                 return None
+        try:
             before = self.range(prefix, end, count_only=True, revision=start - 1).count
             changed = self.range(prefix, end, keys_only=True, min_mod_revision=start,
                                  revision=until, limit=_WALK_LIMIT)

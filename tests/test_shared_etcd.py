@@ -33,10 +33,14 @@ def test_foreign_traffic_moves_the_low_water_mark_instead_of_growing_the_replay(
 def test_batched_foreign_traffic_moves_the_low_water_mark_too(
         tmp_path: Path, env: dict, store: EtcdStore, keys: Keys, prefix: str) -> None:
     """Another application's transactions put many keys each: few revisions, many events for
-    a replay to look at. The mark moves when the replay was large, whatever the revisions."""
+    a replay to look at. The mark moves when the replay was large, whatever the revisions.
+    (The prefix holds more keys than there are revisions, so the pass samples the traffic:
+    with fewer, it walks the prefix without knowing the replay's size, and walks again next
+    time as cheaply.)"""
     from gitconf.store import wire_put
 
-    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n"})
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "".join(f"k{i}: {i}\n"
+                                                               for i in range(80))})
     assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
     batches = ADVANCE_AFTER // 100 + 1
     for i in range(batches):  # 100 puts a transaction: far fewer revisions than ADVANCE_AFTER
