@@ -819,8 +819,10 @@ class _History(_Reads):
         A walk sees no deletes. The counts before and after tell whether any key disappeared:
         keys before - keys after + keys created since = keys deleted + keys deleted and made
         again, so 0 means neither happened; otherwise the replay answers. `examined` is the
-        estimated replay, so the pass moves its low-water mark past the traffic (below
-        ADVANCE_AFTER the mark stays, and the next pass walks again: no dearer than now)."""
+        estimated replay, so the pass moves its low-water mark past the traffic. Below
+        ADVANCE_AFTER the mark stays and the next pass walks again, as cheaply; should a
+        delete under the prefix send a later pass to the replay, that replay reads this
+        traffic once more (and then moves the mark)."""
         revisions = until - start + 1
         if revisions * _TXN_OPS < _WALK_FROM or start < 2:  # a short replay, whatever the batches
             return None  # (and revision 0 would be "now" to the count before)

@@ -94,15 +94,18 @@ class PlanStream:
                                        default=str).partition(_MARKER)
         if not found:
             raise ValueError("the document has no streamed units")
-        out.write(head + '\n  "units": ')
-        if self._spool is None:
-            out.write("[]")
-        else:
-            out.write("[\n")
-            self._spool.seek(0)
-            while chunk := self._spool.read(1 << 16):
-                out.write(chunk)
-            self._spool.close()
-            self._spool = None
-            out.write("\n  ]")
-        out.write(tail + "\n")
+        spool, self._spool = self._spool, None
+        try:
+            out.write(head + '\n  "units": ')
+            if spool is None:
+                out.write("[]")
+            else:
+                out.write("[\n")
+                spool.seek(0)
+                while chunk := spool.read(1 << 16):
+                    out.write(chunk)
+                out.write("\n  ]")
+            out.write(tail + "\n")
+        finally:
+            if spool is not None:
+                spool.close()
