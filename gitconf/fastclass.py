@@ -51,7 +51,7 @@ def _process(cls: type, frozen: bool, eq: bool) -> type:
     own_hash = not (own is dataclasses.MISSING or (own is None and "__eq__" in cls.__dict__))
     undocumented = not cls.__doc__
     if undocumented:  # the standard library would sign `object.__init__`: parsing its text
-        cls.__doc__ = "-"  # signature compiles tokenize's patterns, 12 ms once a process
+        cls.__doc__ = "-"  # signature compiles tokenize's patterns, ~7 ms once a process
     dataclasses.dataclass(cls, init=False, repr=False, eq=False, match_args=False)
     fields = dataclasses.fields(cls)
     pseudo = [f for f in cls.__dataclass_fields__.values()  # type: ignore[attr-defined]

@@ -228,9 +228,8 @@ def render_unpruned(con: Console, unpruned: Unpruned) -> None:
                       f"has (--no-prune): {escape(shown)}")
 
 
-def diff_summary(result: Result, tally: Tally, totals: PlanTotals | None = None) -> str:
-    """The last line of a diff; `totals` counted as the units came, else from the plan."""
-    totals = totals or PlanTotals.of(result.plan)
+def diff_summary(result: Result, tally: Tally, totals: PlanTotals) -> str:
+    """The last line of a diff; `totals` counted as the units came (`planstream`)."""
     units, total, drift = totals.units, totals.keys, totals.drift
     notes = tally.notes()
     if units:
@@ -244,8 +243,7 @@ def diff_summary(result: Result, tally: Tally, totals: PlanTotals | None = None)
     return line
 
 
-def dry_run_summary(result: Result, tally: Tally, totals: PlanTotals | None = None) -> str:
-    totals = totals or PlanTotals.of(result.plan)
+def dry_run_summary(result: Result, tally: Tally, totals: PlanTotals) -> str:
     units, total = totals.units, totals.keys
     what = (f"{plural(units, 'unit')} would change: {total} keys" if units
             else f"etcd matches {result.commit.version}")
