@@ -1,24 +1,29 @@
 """`dataclass`, as the standard library's, made in a fraction of the time.
 
-Python 3.11 compiles every generated method of a dataclass from source, one `exec` each: a
-frozen record takes ~1.5 ms to define, and the ~60 dataclasses a one-key `apply` imports took
-~70 ms of it (the whole command is ~0.4 s). Here the standard `dataclass` still collects the
-fields (inheritance, defaults, `field()`: `fields()`, `replace()` and `asdict()` work as
-always), with no method generated; `__init__` is then compiled in one `exec` and the other
-methods are closures over the field names: ~0.45 ms a class.
+Python 3.11 compiles every generated method of a dataclass from source, one `exec` each, and
+matches every string annotation against a pattern three times (ClassVar, InitVar, KW_ONLY): a
+frozen record took ~1.5 ms to define, and the ~60 dataclasses a one-key `apply` imports took
+~70 ms of it (the whole command is ~0.4 s). Here the fields are collected as the standard
+library collects them (one match an annotation; `fields()`, `replace()` and `asdict()` work as
+always), `__init__` is compiled the first time the class is called (a pass makes instances of
+fewer than half of its classes) and the other methods are closures over the field names.
 
 Supported: what gitconf uses, `@dataclass` and `@dataclass(frozen=True)` or `(eq=False)`, with
-defaults, `field(default_factory=..., repr=False, compare=False, init=False)`,
-`__post_init__` and inheritance. Anything else is handed to the standard `dataclass`.
-Type checkers see the standard one. `tests/unit/test_fastclass.py` holds the two to the same
-behaviour (signature, repr, equality, hashing, frozenness, `replace`, `asdict`, match args).
+defaults, ClassVars, `field(default_factory=..., repr=False, compare=False, init=False)`,
+`__post_init__` and inheritance. Anything else, and Python other than 3.11 (whose internals
+the collection mirrors), is handed to the standard `dataclass`. Type checkers see the standard
+one. `tests/unit/test_fastclass.py` holds the two to the same behaviour (signature, docstring,
+repr, equality, hashing, frozenness, `replace`, `asdict`, match args).
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
-import inspect
 import reprlib
+import sys
+import types
+import typing
 from collections.abc import Callable
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
@@ -26,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["dataclass"]
 
 _FROZEN = "__gitconf_frozen__"
+_D: Any = dataclasses  # the standard library's internals, as its own `_process_class` uses them
+_MIRRORED = sys.version_info[:2] == (3, 11)
 
 
 def _dataclass(cls: type | None = None, /, *, frozen: bool = False, eq: bool = True,
@@ -50,18 +57,13 @@ def _process(cls: type, frozen: bool, eq: bool) -> type:
     own = cls.__dict__.get("__hash__", dataclasses.MISSING)
     own_hash = not (own is dataclasses.MISSING or (own is None and "__eq__" in cls.__dict__))
     undocumented = not cls.__doc__
-    if undocumented:  # the standard library would sign `object.__init__`: parsing its text
-        cls.__doc__ = "-"  # signature compiles tokenize's patterns, ~7 ms once a process
-    dataclasses.dataclass(cls, init=False, repr=False, eq=False, match_args=False)
-    fields = dataclasses.fields(cls)
-    pseudo = [f for f in cls.__dataclass_fields__.values()  # type: ignore[attr-defined]
-              if f._field_type is not dataclasses._FIELD]  # type: ignore[attr-defined]
-    if any(f.kw_only for f in fields) or any(
-            f._field_type is dataclasses._FIELD_INITVAR for f in pseudo):  # type: ignore
-        raise TypeError(f"{cls.__qualname__}: keyword-only or InitVar fields need "
-                        "dataclasses.dataclass")
+    fields = _collect(cls, frozen) if _MIRRORED else None
+    if fields is None:
+        fields = _collect_std(cls)
     setattr(cls, _FROZEN, frozen)
-    _set(cls, "__init__", _init(cls, fields, frozen))
+    _order_defaults(fields)
+    if _set(cls, "__init__", _lazy_init(cls, fields, frozen)):
+        cls.__signature__ = _SIGNATURE  # type: ignore[attr-defined]
     _set(cls, "__repr__", _repr(cls, [f.name for f in fields if f.repr]))
     if eq:
         names = [f.name for f in fields if f.compare]
@@ -75,18 +77,168 @@ def _process(cls: type, frozen: bool, eq: bool) -> type:
         _set(cls, "__delattr__", _frozen_delattr(cls, {f.name for f in fields}))
     if "__match_args__" not in cls.__dict__:
         cls.__match_args__ = tuple(f.name for f in fields if f.init)  # type: ignore
-    if undocumented:  # as the standard library words it, from the `__init__` made here
-        cls.__doc__ = cls.__name__ + str(inspect.signature(cls)).replace(" -> None", "")
+    if undocumented:  # the standard library's: the class's name and `__init__`'s signature
+        cls.__doc__ = cls.__name__ + _text_signature(cls, fields)
+    abc.update_abstractmethods(cls)  # as the standard library ends: generated methods count
     return cls
 
 
-def _set(cls: type, name: str, fn: Callable[..., Any]) -> None:
-    """Like the standard library: a method the class defines itself is kept."""
+# -- the fields ------------------------------------------------------------------------------
+
+_CLASSVAR, _OTHER = "classvar", "other"
+
+
+def _collect(cls: type, frozen: bool) -> tuple[dataclasses.Field[Any], ...] | None:
+    """The standard library's `_process_class` with every method left out (init, repr and eq
+    False): the fields of the bases and of the class, the defaults set as class attributes,
+    its checks. None for a shape it leaves to the standard library (InitVar, KW_ONLY, a
+    class whose module is not loaded)."""
+    module = sys.modules.get(cls.__module__)
+    if module is None:
+        return None
+    annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063  (the class's own)
+    kinds = {name: _kind(a_type, module) for name, a_type in annotations.items()}
+    if _OTHER in kinds.values():
+        return None
+    fields: dict[str, dataclasses.Field[Any]] = {}
+    for base in cls.__mro__[-1:0:-1]:
+        base_fields = getattr(base, _D._FIELDS, None)
+        if base_fields is not None:
+            fields.update((f.name, f) for f in base_fields.values())
+    # as the standard `dataclass(init=False, repr=False, eq=False)` records it, frozen too (the
+    # fallback does the same): a base's frozenness is checked with `_FROZEN`
+    setattr(cls, _D._PARAMS, _D._DataclassParams(False, False, False, False, False, False))
+    own = [_field(cls, name, annotations[name], kind) for name, kind in kinds.items()]
+    for f in own:
+        fields[f.name] = f
+        if isinstance(getattr(cls, f.name, None), dataclasses.Field):
+            if f.default is dataclasses.MISSING:
+                delattr(cls, f.name)
+            else:
+                setattr(cls, f.name, f.default)
+    for name, value in cls.__dict__.items():
+        if isinstance(value, dataclasses.Field) and name not in annotations:
+            raise TypeError(f"{name!r} is a field but has no type annotation")
+    setattr(cls, _D._FIELDS, fields)
+    return tuple(f for f in fields.values() if f._field_type is _D._FIELD)  # type: ignore
+
+
+def _kind(a_type: Any, module: types.ModuleType) -> str | None:
+    """`_CLASSVAR`, `_OTHER` (InitVar or KW_ONLY) or None (a field), decided as the standard
+    library decides it, with one match of a string annotation where it makes three."""
+    if a_type is dataclasses.KW_ONLY or _D._is_initvar(a_type, dataclasses):
+        return _OTHER
+    if _D._is_classvar(a_type, typing):
+        return _CLASSVAR
+    if not isinstance(a_type, str):
+        return None
+    match = _D._MODULE_IDENTIFIER_RE.match(a_type)
+    if match is None:
+        return None
+    prefix, name = match.groups()
+
+    def named(a_module: types.ModuleType) -> Any:
+        if not prefix:
+            return module.__dict__.get(name)
+        if module.__dict__.get(prefix) is a_module:
+            return a_module.__dict__.get(name)
+        return None
+
+    found = named(dataclasses)
+    if found is dataclasses.KW_ONLY or _D._is_initvar(found, dataclasses):
+        return _OTHER
+    return _CLASSVAR if _D._is_classvar(named(typing), typing) else None
+
+
+def _field(cls: type, name: str, a_type: Any, kind: str | None) -> dataclasses.Field[Any]:
+    """The standard library's `_get_field` for a field or a ClassVar."""
+    default: Any = getattr(cls, name, dataclasses.MISSING)
+    if isinstance(default, dataclasses.Field):
+        f = default
+    else:
+        if isinstance(default, types.MemberDescriptorType):  # a slot: no default
+            default = dataclasses.MISSING
+        f = dataclasses.field(default=default)
+    f.name, f.type = name, a_type
+    if kind == _CLASSVAR:
+        f._field_type = _D._FIELD_CLASSVAR  # type: ignore[attr-defined]
+        if f.default_factory is not dataclasses.MISSING:
+            raise TypeError(f"field {name} cannot have a default factory")
+        if f.kw_only is not dataclasses.MISSING:
+            raise TypeError(f"field {name} is a ClassVar but specifies kw_only")
+        return f
+    f._field_type = _D._FIELD  # type: ignore[attr-defined]
+    if f.kw_only is dataclasses.MISSING:
+        f.kw_only = False
+    if f.default.__class__.__hash__ is None:
+        raise ValueError(f"mutable default {type(f.default)} for field {name} is not "
+                         "allowed: use default_factory")
+    return f
+
+
+def _collect_std(cls: type) -> tuple[dataclasses.Field[Any], ...]:
+    """The fields as the standard `dataclass` collects them, with no method generated."""
+    documented = cls.__doc__
+    if not documented:  # it would sign `object.__init__`: parsing that text signature
+        cls.__doc__ = "-"  # compiles tokenize's patterns, ~7 ms once a process
+    dataclasses.dataclass(cls, init=False, repr=False, eq=False, match_args=False)
+    cls.__doc__ = documented
+    fields = dataclasses.fields(cls)
+    pseudo = [f for f in cls.__dataclass_fields__.values()  # type: ignore[attr-defined]
+              if f._field_type is not dataclasses._FIELD]  # type: ignore[attr-defined]
+    if any(f.kw_only for f in fields) or any(
+            f._field_type is dataclasses._FIELD_INITVAR for f in pseudo):  # type: ignore
+        raise TypeError(f"{cls.__qualname__}: keyword-only or InitVar fields need "
+                        "dataclasses.dataclass")
+    return fields
+
+
+def _order_defaults(fields: tuple[dataclasses.Field[Any], ...]) -> None:
+    """The standard library's check, made when it compiles `__init__`: here, at once."""
+    seen_default = False
+    for f in fields:
+        if f.init:
+            if f.default is not dataclasses.MISSING or \
+                    f.default_factory is not dataclasses.MISSING:
+                seen_default = True
+            elif seen_default:
+                raise TypeError(f"non-default argument {f.name!r} follows default argument")
+
+
+def _set(cls: type, name: str, fn: Callable[..., Any]) -> bool:
+    """Like the standard library: a method the class defines itself is kept (False)."""
     if name in cls.__dict__:
-        return
+        return False
     fn.__qualname__ = f"{cls.__qualname__}.{name}"
     fn.__name__ = name
     setattr(cls, name, fn)
+    return True
+
+
+# -- __init__, compiled when first called ----------------------------------------------------
+
+
+def _lazy_init(cls: type, fields: tuple[dataclasses.Field[Any], ...],
+               frozen: bool) -> Callable[..., None]:
+    """A stand-in that compiles the real `__init__`, puts it on the class and calls it."""
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        _compiled(cls)(self, *args, **kwargs)
+
+    __init__.__gitconf_init__ = (cls, fields, frozen)  # type: ignore[attr-defined]
+    return __init__
+
+
+def _compiled(cls: type) -> Callable[..., None]:
+    """`cls.__init__`, compiled now if it is still the stand-in (two threads may both compile:
+    the same function, either kept)."""
+    init = cls.__dict__["__init__"]
+    made = getattr(init, "__gitconf_init__", None)
+    if made is None:
+        return init
+    real = _init(*made)
+    real.__qualname__, real.__name__ = init.__qualname__, "__init__"
+    cls.__init__ = real  # type: ignore[misc]
+    return real
 
 
 def _init(cls: type, fields: tuple[dataclasses.Field[Any], ...],
@@ -94,16 +246,9 @@ def _init(cls: type, fields: tuple[dataclasses.Field[Any], ...],
     """`__init__` from one `exec`: positional-or-keyword parameters in field order, defaults
     as given (a factory's as the standard library's sentinel), then `__post_init__`."""
     glob: dict[str, Any] = {"__object_setattr": object.__setattr__,
-                            "__factory": dataclasses._HAS_DEFAULT_FACTORY}  # type: ignore
+                            "__factory": _D._HAS_DEFAULT_FACTORY}
     params, body = [], []
-    seen_default = False
     for f in fields:
-        if f.init:  # the standard library's check, before it compiles
-            if f.default is not dataclasses.MISSING or \
-                    f.default_factory is not dataclasses.MISSING:
-                seen_default = True
-            elif seen_default:
-                raise TypeError(f"non-default argument {f.name!r} follows default argument")
         glob[f"__dflt_{f.name}"] = f.default
         glob[f"__fact_{f.name}"] = f.default_factory
         has_default = f.default is not dataclasses.MISSING
@@ -131,6 +276,48 @@ def _init(cls: type, fields: tuple[dataclasses.Field[Any], ...],
     init: Callable[..., None] = ns["__init__"]
     init.__annotations__ = {f.name: f.type for f in fields if f.init} | {"return": None}
     return init
+
+
+class _Signature:
+    """`inspect.signature(cls)` of a class whose `__init__` is still the stand-in: that of the
+    `__init__` it stands for (compiled then), as for any class."""
+
+    def __get__(self, obj: Any, owner: type) -> Any:
+        import inspect
+
+        init: Any = None
+        for klass in owner.__mro__:  # the class that defines it, compiled if need be
+            if "__init__" in klass.__dict__:
+                init = _compiled(klass)
+                break
+        sig = inspect.signature(init)
+        return sig.replace(parameters=tuple(sig.parameters.values())[1:])
+
+
+_SIGNATURE = _Signature()
+
+
+def _text_signature(cls: type, fields: tuple[dataclasses.Field[Any], ...]) -> str:
+    """`str(inspect.signature(cls))` without ` -> None`, written from the fields (the
+    standard library's docstring for an undocumented class) without compiling anything."""
+    import inspect
+
+    if getattr(cls.__dict__["__init__"], "__gitconf_init__", None) is None:
+        return str(inspect.signature(cls)).replace(" -> None", "")  # its own `__init__`
+    shown = []
+    for f in fields:
+        if not f.init:
+            continue
+        text = f"{f.name}: {inspect.formatannotation(f.type)}"
+        if f.default_factory is not dataclasses.MISSING:
+            text += f" = {_D._HAS_DEFAULT_FACTORY!r}"
+        elif f.default is not dataclasses.MISSING:
+            text += f" = {f.default!r}"
+        shown.append(text)
+    return f"({', '.join(shown)}) -> None".replace(" -> None", "")
+
+
+# -- the other methods: closures -------------------------------------------------------------
 
 
 def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:

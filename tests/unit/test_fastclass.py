@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any
+import typing
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given, settings
@@ -14,7 +15,12 @@ from hypothesis import strategies as st
 from gitconf import fastclass
 
 KINDS = ["plain", "default", "factory", "norepr", "nocompare", "nohash", "noinit_default",
-         "noinit_factory"]
+         "noinit_factory", "classvar", "classvar_typing", "classvar_object", "mutable_default",
+         "untyped_field"]
+from dataclasses import KW_ONLY, InitVar  # noqa: E402
+
+# the string annotations below are resolved in this module's namespace, as in gitconf's
+NAMES = (ClassVar, typing, InitVar, KW_ONLY)
 FIELDS = st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "e"]), st.sampled_from(KINDS)),
                   max_size=4, unique_by=lambda f: f[0])
 
@@ -23,7 +29,20 @@ def _namespace(spec: list[tuple[str, str]], post_init: bool) -> dict[str, Any]:
     ns: dict[str, Any] = {"__module__": __name__, "__annotations__": {}}
     for name, kind in spec:
         ns["__annotations__"][name] = "Any"
-        if kind == "default":
+        if kind == "classvar":  # not fields: as the standard library tells them, from the text
+            ns["__annotations__"][name] = "ClassVar[int]"
+            ns[name] = 5
+        elif kind == "classvar_typing":
+            ns["__annotations__"][name] = "typing.ClassVar[list[int]]"
+            ns[name] = []  # a mutable default is allowed on a ClassVar
+        elif kind == "classvar_object":
+            ns["__annotations__"][name] = ClassVar[int]
+        elif kind == "mutable_default":
+            ns[name] = []  # refused: ValueError
+        elif kind == "untyped_field":
+            del ns["__annotations__"][name]
+            ns[name] = dataclasses.field(default=3)  # refused: TypeError
+        elif kind == "default":
             ns[name] = 7
         elif kind == "factory":
             ns[name] = dataclasses.field(default_factory=list)
@@ -80,6 +99,9 @@ def test_the_same_class_either_way(base: list[tuple[str, str]] | None,
     assert str(sig_std) == str(sig_fast)  # annotations too
     assert std.__doc__ == fast.__doc__  # the class has none: the standard one, made from it
     assert [f.name for f in dataclasses.fields(std)] == [f.name for f in dataclasses.fields(fast)]
+    assert [(f.name, f._field_type.name) for f in std.__dataclass_fields__.values()] == \
+        [(f.name, f._field_type.name) for f in fast.__dataclass_fields__.values()]
+    assert {n: getattr(std, n, "-") for n in "abcde"} == {n: getattr(fast, n, "-") for n in "abcde"}
     assert std.__match_args__ == fast.__match_args__
     assert (std.__hash__ is None) == (fast.__hash__ is None)
     names = list(sig_std.parameters)
@@ -143,3 +165,52 @@ def test_secrets_kept_out_of_repr_stay_out() -> None:
     shown = repr(Credential(*[("hunter2" if name == "password" else "x")
                               for name in fields]))
     assert "hunter2" not in shown
+
+
+def test_init_is_compiled_when_the_class_is_first_called() -> None:
+    """Defining a class compiles nothing; its signature is there before any instance."""
+    def make(deco: Any) -> Any:
+        return deco(frozen=True)(type("Lazy", (), _namespace(
+            [("a", "plain"), ("b", "factory"), ("c", "classvar")], True)))
+
+    std, fast = make(dataclasses.dataclass), make(fastclass._dataclass)
+    assert hasattr(fast.__dict__["__init__"], "__gitconf_init__")  # the stand-in
+    assert str(inspect.signature(fast)) == str(inspect.signature(std)) == \
+        "(a: 'Any', b: 'Any' = <factory>) -> None"
+    assert fast.__doc__ == std.__doc__ == "Lazy(a: 'Any', b: 'Any' = <factory>)"
+    one = fast(1)
+    assert not hasattr(fast.__dict__["__init__"], "__gitconf_init__")  # compiled, kept
+    assert fast.__init__.__qualname__ == "Lazy.__init__"
+    assert one == fast(1, []) and one.posted and fast(2, b=[3]).b == [3]
+    with pytest.raises(TypeError):
+        fast()
+
+
+def test_a_subclass_with_its_own_init_signs_with_it() -> None:
+    def make(deco: Any) -> tuple[Any, Any]:
+        @deco(frozen=True)
+        class Base:
+            x: int
+
+        class Parsed(Base):
+            def __init__(self, text: str) -> None:
+                super().__init__(int(text))  # type: ignore[call-arg]  # the stand-in, reached through the subclass
+
+        return Base, Parsed
+
+    (std_base, std_sub), (base, sub) = make(dataclasses.dataclass), make(fastclass._dataclass)
+    assert str(inspect.signature(sub)) == str(inspect.signature(std_sub)) == \
+        "(text: 'str') -> 'None'"
+    assert str(inspect.signature(base)) == str(inspect.signature(std_base)) == \
+        "(x: 'int') -> None"
+    assert sub("3").x == 3 == std_sub("3").x
+
+
+@pytest.mark.parametrize("annotation", ["InitVar[int]", "dataclasses.InitVar[int]",
+                                        dataclasses.InitVar[int], "KW_ONLY"])
+def test_initvar_and_kw_only_are_left_to_the_standard_library(annotation: Any) -> None:
+    """Both are told apart as the standard library tells them, then refused: gitconf's
+    classes use neither (the standard `dataclass` handles them)."""
+    ns = {"__module__": __name__, "__annotations__": {"a": annotation, "b": "int"}}
+    with pytest.raises(TypeError, match="keyword-only or InitVar"):
+        fastclass._dataclass(type("Odd", (), ns))
