@@ -40,6 +40,7 @@ FORMAT = 2
 KEEP = 16  # entries kept: the newest few commits are all a deploy ever asks for
 MAX_BYTES = 64 * 1024 * 1024
 _COMMIT = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+_DECODER = json.JSONDecoder()
 
 
 def cache_dir() -> Path:
@@ -221,6 +222,23 @@ class StoredServices(Mapping[str, ServiceFiles]):
             self._parsed = {s.name: s for s in services}
             self._complete = True
         return iter(self._parsed)
+
+    def spread(self, parts: int) -> list[str]:
+        """`Layout.spread` from the text: the name that starts the line found at each even
+        fraction of it (lines are about as long as one another). A name that cannot be read
+        is left out: the names only say where a walk is cut."""
+        text, names = self._text, set()
+        if self._count < parts:
+            return []
+        for i in range(1, parts):
+            at = text.rfind("\n", 0, len(text) * i // parts) + 1
+            try:
+                name, _ = _DECODER.raw_decode(text, at + 1)
+            except ValueError:
+                continue
+            if text.startswith("[", at) and isinstance(name, str):
+                names.add(name)
+        return sorted(names)
 
     @staticmethod
     def _parse(line: str) -> ServiceFiles:

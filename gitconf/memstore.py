@@ -233,7 +233,7 @@ class MemStore:
 
     def changes_since(self, prefix: bytes, start_revision: int, until_revision: int,
                       timeout: float = 10.0, *, scope: WatchScope = "keyspace",
-                      ) -> Replay | None:
+                      cuts: Sequence[bytes] = ()) -> Replay | None:
         with self._lock:
             if start_revision <= self._data.compacted:
                 return None

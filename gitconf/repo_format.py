@@ -68,6 +68,18 @@ class Layout:
             (self.services[n] for n in set(services) if n in self.services)
         return sum(1 for s in chosen for e in s.envs if not environments or e in environments)
 
+    def spread(self, parts: int) -> list[str]:
+        """Up to `parts - 1` service names spaced evenly through the services in the order they
+        were read (git's tree order, near the order of their keys in etcd): where a pass cuts
+        its walk of the prefix into parts etcd reads in parallel (`selection`). A stored
+        layout picks them from its text without reading every service."""
+        pick = getattr(self.services, "spread", None)
+        if callable(pick):
+            return list(pick(parts))
+        names = list(self.services)
+        return sorted({names[len(names) * i // parts] for i in range(1, parts)}) \
+            if len(names) >= parts else []
+
     @property
     def files(self) -> int:
         n = sum(len(s.all_files()) for s in self.services.values()) + len(self.shared_schemas)

@@ -30,6 +30,10 @@ MAX_OWN_INTERVALS = 512
 # look at this many events (other applications' transactions may put hundreds of keys each),
 # the no-op pass moves `seen` forward (one small write), so a replay stays this small.
 ADVANCE_AFTER = 5_000
+# A store that reads the prefix to find them may read these many parts of it at once (etcd
+# serves them in parallel): in a repository of at least so many services.
+WALK_PARTS = 4
+WALK_PARTS_FROM = 64
 
 
 @dataclass
@@ -99,7 +103,7 @@ def select(source: GitSource, store: Store, keys: Keys, target: str, layout: Lay
     units = sel.from_git | sel.unconverged
     first = last.first_foreign(now, prev.mod_revision)
     if first is not None:
-        found = _foreign_writes(store, keys, last, first, now)
+        found = _foreign_writes(store, keys, last, first, now, layout)
         if found is None:
             return sel  # history compacted (or unreadable): look at all
         units |= found[0]
@@ -128,10 +132,13 @@ def _changed_by_git(source: GitSource, last: str, target: str, layout: Layout,
 
 
 def _foreign_writes(store: Store, keys: Keys, last: LastApplied, first: int, now: int,
-                    ) -> tuple[set[UnitId], int] | None:
+                    layout: Layout) -> tuple[set[UnitId], int] | None:
     """Units touched by someone else's writes in [first, now], and how many events finding
-    them took. None when etcd's history no longer reaches back that far."""
-    changes = store.changes_since(keys.root_b, first, now, scope="auto")
+    them took. None when etcd's history no longer reaches back that far. Should the store
+    read the prefix itself, it may cut it at every `WALK_PARTS`-th service."""
+    cuts = [keys.root_b + name.encode() + b"/" for name in layout.spread(WALK_PARTS)] \
+        if len(layout.services) >= WALK_PARTS_FROM else []
+    changes = store.changes_since(keys.root_b, first, now, scope="auto", cuts=cuts)
     if changes is None:
         return None
     units: set[UnitId] = set()

@@ -267,8 +267,9 @@ class Store(Protocol):
 
     def changes_since(self, prefix: bytes, start_revision: int, until_revision: int,
                       timeout: float = 10.0, *, scope: WatchScope = "keyspace",
-                      ) -> Replay | None:
-        """Every put and delete under `prefix` in [start, until]; None when unknown."""
+                      cuts: Sequence[bytes] = ()) -> Replay | None:
+        """Every put and delete under `prefix` in [start, until]; None when unknown. `cuts`:
+        keys inside the prefix where reading it may be split into parallel parts."""
         ...
 
     # -- transactions and writes ---------------------------------------------------------------

@@ -95,3 +95,43 @@ def test_drift_amid_bulk_foreign_traffic_is_found_and_reverted(
     before = store.revision()
     assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
     assert store.revision() == before
+
+
+def test_a_walk_cut_into_parts_finds_drift_in_every_part(
+        tmp_path: Path, env: dict, store: EtcdStore, keys: Keys, prefix: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a repository of many services the walk of the prefix is read in parts cut at
+    services (`selection.WALK_PARTS`), which etcd serves in parallel: an edit in the first
+    part, one in the last and one beside a cut are all found and reverted."""
+    from gitconf.selection import WALK_PARTS, WALK_PARTS_FROM
+
+    names = [f"s{i:03}" for i in range(WALK_PARTS_FROM + 6)]
+    repo = make_repo(tmp_path / "r", {**{f"{n}/prod.yaml": f"v: {i}\n"
+                                         for i, n in enumerate(names)},
+                                      ".gitconf.yaml": "drift: revert\n"})
+    assert cli("apply", "--repo", str(repo.path), env=env).exit_code == 0
+    cut_at: list[list[bytes]] = []
+    walk_reads = EtcdStore._walk_reads
+
+    def recording(self: EtcdStore, pfx: bytes, start: int, until: int, cuts: list[bytes],
+                  ) -> tuple[int, list, bool]:
+        cut_at.append(list(cuts))
+        return walk_reads(self, pfx, start, until, cuts)
+
+    monkeypatch.setattr(EtcdStore, "_walk_reads", recording)
+    _bulk_traffic(store, prefix, 30, "x")
+    middle = names[len(names) // 2]
+    edited = [names[0], middle, names[-1]]
+    for name in edited:
+        store.put(keys.data_key(UnitId(name, "prod"), "v"),
+                  b'{"value": -1, "version": "manual", "metadata": {}}')
+    _bulk_traffic(store, prefix, 30, "y")
+    res = cli("apply", "--repo", str(repo.path), "-f", "json", env=env)
+    assert res.exit_code == 0, res.stderr
+    assert cut_at and len(cut_at[0]) == WALK_PARTS - 1  # the walk answered, in parts
+    assert all(c.startswith(keys.root_b) and c.endswith(b"/") for c in cut_at[0])
+    assert keys.root_b + middle.encode() + b"/" in cut_at[0]
+    assert sorted(d["service"] for d in res.json()["deploys"]) == edited
+    for name in edited:
+        kv = store.get(keys.data_key(UnitId(name, "prod"), "v"))
+        assert kv is not None and json.loads(kv.value)["value"] == names.index(name)

@@ -407,6 +407,10 @@ def test_walk_after_bulk_traffic_finds_what_the_replay_finds(
     else:
         assert sampled and walked.examined >= 5000
     assert store.changes_since(inside, start, until, scope="auto") == walked
+    cuts = [inside + b"k02", inside + b"k10", inside + b"k10", inside + b"new", b"/elsewhere/",
+            inside]  # in order or not, repeated, outside the prefix, the prefix itself
+    assert store._walk(inside, start, until, 10.0, cuts) == walked  # the parts add up
+    assert store.changes_since(inside, start, until, scope="auto", cuts=cuts) == walked
 
 
 @pytest.mark.parametrize("case", ["deleted", "deleted and made again", "short", "compacted"])

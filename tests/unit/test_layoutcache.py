@@ -147,6 +147,38 @@ def test_a_lookup_reads_only_the_line_it_needs(cache_home: Path) -> None:
     assert len(services) == 2000 and list(services) == list(big.services)
 
 
+@pytest.mark.parametrize("count", [1, 3, 4, 57, 2000])
+def test_a_stored_layout_spreads_names_as_a_fresh_one_does(count: int) -> None:
+    """Where a walk of the prefix is cut: names spaced through the services, read from the
+    stored text without parsing it (lines vary in length, so the picks may differ a little
+    from the fresh layout's, never by more than a few services)."""
+    big = sample()
+    big.services = {f"s{i:05}": ServiceFiles(f"s{i:05}", None, None,
+                                             {"prod": f"s{i:05}/p.yaml", **(
+                                                 {"dev": f"s{i:05}/d.yaml"} if i % 3 else {})})
+                    for i in range(count)}
+    layoutcache.save(SHA_A, big)
+    loaded = layoutcache.load(SHA_A)
+    assert loaded is not None and isinstance(loaded[1].services, layoutcache.StoredServices)
+    fresh, stored = big.spread(4), loaded[1].spread(4)
+    assert loaded[1].services._parsed == {}  # nothing parsed
+    if count < 4:
+        assert fresh == stored == []
+        return
+    names = list(big.services)
+    assert fresh == sorted(fresh) and len(fresh) == 3 and set(fresh) <= set(names)
+    assert stored == sorted(stored) and set(stored) <= set(names)
+    assert len(stored) == 3 if count >= 50 else 1 <= len(stored) <= 3  # a line found twice
+    for b in stored:
+        assert min(abs(names.index(a) - names.index(b)) for a in fresh) <= max(2, count // 50)
+
+
+def test_a_spread_skips_what_it_cannot_read() -> None:
+    services = layoutcache.StoredServices('["a",null,null,{}]\nnot json\n["c",null,null,{}]\n'
+                                          '[7,null,null,{}]\n', 4)
+    assert set(services.spread(4)) <= {"a", "c"}
+
+
 def test_names_that_are_not_commit_ids_are_neither_read_nor_written(cache_home: Path) -> None:
     for name in ("../../etc/passwd", "HEAD", "A" * 40, "a" * 39, ""):
         layoutcache.save(name, sample())
