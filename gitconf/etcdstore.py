@@ -453,9 +453,9 @@ class _Reads(_Connection):
 
     def _ranges(self, requests: Sequence[Any]) -> list[Any]:
         """Several `Range`s in flight at once, their answers in order: etcd serves them in
-        parallel (grpc's futures, no Python thread). One that fails is asked again through
-        `_call` (failover, re-authentication, our errors); the others are cancelled if that
-        fails too."""
+        parallel (grpc's futures, no Python thread). One whose member went away, or whose
+        token expired, is asked again through `_call` (failover, re-authentication); any other
+        failure is our error at once. Either way the ones not yet read are cancelled."""
         timeout = max(self.config.timeout, RANGE_TIMEOUT)
         client = self._client
         pending: list[Any] = []
@@ -465,9 +465,12 @@ class _Reads(_Connection):
             except _ClientError:
                 pending.append(None)
 
+        def subject(req: Any) -> Callable[[], str]:
+            return lambda: describe_keys(req.key, req.range_end or None)
+
         def again(req: Any) -> Any:
             return self._call(lambda c: c.kvstub.Range(req, **self._kw(timeout)), "range",
-                              lambda: describe_keys(req.key, req.range_end or None))
+                              subject(req))
 
         out: list[Any] = []
         try:
@@ -476,8 +479,11 @@ class _Reads(_Connection):
                 if fut is not None:
                     try:
                         resp = fut.result()
-                    except grpc.RpcError:
-                        resp = None
+                    except grpc.RpcError as exc:
+                        rule = _rule_for(exc)
+                        if rule is None or rule.retry not in (_FAILOVER, _REAUTH):
+                            with map_etcd_errors("range", subject(req), self._where()):
+                                raise  # the same answer twice: compacted, denied...
                 out.append(resp if resp is not None else again(req))
         finally:
             for fut in pending[len(out):]:

@@ -25,6 +25,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+from keyword import iskeyword
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +63,9 @@ def _process(cls: type, frozen: bool, eq: bool) -> type:
         fields = _collect_std(cls)
     setattr(cls, _FROZEN, frozen)
     _order_defaults(fields)
-    if _set(cls, "__init__", _lazy_init(cls, fields, frozen)):
+    made_init = _set(cls, "__init__", _lazy_init(cls, fields, frozen,
+                                                 hasattr(cls, "__post_init__")))
+    if made_init:
         cls.__signature__ = _SIGNATURE  # type: ignore[attr-defined]
     _set(cls, "__repr__", _repr(cls, [f.name for f in fields if f.repr]))
     if eq:
@@ -78,7 +81,7 @@ def _process(cls: type, frozen: bool, eq: bool) -> type:
     if "__match_args__" not in cls.__dict__:
         cls.__match_args__ = tuple(f.name for f in fields if f.init)  # type: ignore
     if undocumented:  # the standard library's: the class's name and `__init__`'s signature
-        cls.__doc__ = cls.__name__ + _text_signature(cls, fields)
+        cls.__doc__ = cls.__name__ + _text_signature(cls, fields, made_init)
     abc.update_abstractmethods(cls)  # as the standard library ends: generated methods count
     return cls
 
@@ -101,10 +104,20 @@ def _collect(cls: type, frozen: bool) -> tuple[dataclasses.Field[Any], ...] | No
     if _OTHER in kinds.values():
         return None
     fields: dict[str, dataclasses.Field[Any]] = {}
+    bases = frozen_base = False
     for base in cls.__mro__[-1:0:-1]:
         base_fields = getattr(base, _D._FIELDS, None)
         if base_fields is not None:
+            bases = True
             fields.update((f.name, f) for f in base_fields.values())
+            frozen_base |= base.__dict__.get(_FROZEN, getattr(base, _D._PARAMS).frozen)
+    if any(f._field_type is _D._FIELD_INITVAR or (f._field_type is _D._FIELD  # type: ignore
+                                                  and f.kw_only is True)
+           for f in fields.values()):
+        return None  # a base the standard library made with an InitVar or keyword-only field
+    if bases and frozen_base != frozen:
+        raise TypeError("cannot inherit non-frozen dataclass from a frozen one" if frozen_base
+                        else "cannot inherit frozen dataclass from a non-frozen one")
     # as the standard `dataclass(init=False, repr=False, eq=False)` records it, frozen too (the
     # fallback does the same): a base's frozenness is checked with `_FROZEN`
     setattr(cls, _D._PARAMS, _D._DataclassParams(False, False, False, False, False, False))
@@ -218,31 +231,36 @@ def _set(cls: type, name: str, fn: Callable[..., Any]) -> bool:
 # -- __init__, compiled when first called ----------------------------------------------------
 
 
-def _lazy_init(cls: type, fields: tuple[dataclasses.Field[Any], ...],
-               frozen: bool) -> Callable[..., None]:
-    """A stand-in that compiles the real `__init__`, puts it on the class and calls it."""
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        _compiled(cls)(self, *args, **kwargs)
+def _lazy_init(cls: type, fields: tuple[dataclasses.Field[Any], ...], frozen: bool,
+               post_init: bool) -> Callable[..., None]:
+    """A stand-in that compiles the real `__init__` when first called, puts it on the class if
+    the stand-in is still there (a wrapper someone put there is left alone, and goes on
+    calling the stand-in, which calls the compiled one) and calls it. `__gitconf_init__`
+    compiles it without calling it (for `inspect.signature`). Names the compiled source could
+    not take (`self`, a keyword) are compiled at once, to fail or not as the standard
+    library does when the class is defined."""
+    made: list[Callable[..., None]] = []
 
-    __init__.__gitconf_init__ = (cls, fields, frozen)  # type: ignore[attr-defined]
+    def compile_now() -> Callable[..., None]:
+        if not made:  # two threads may both compile: the same function, either kept
+            made.append(_init(fields, frozen, post_init))
+            made[0].__qualname__, made[0].__name__ = __init__.__qualname__, "__init__"
+            if cls.__dict__.get("__init__") is __init__:
+                cls.__init__ = made[0]  # type: ignore[misc]
+        return made[0]
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        (made[0] if made else compile_now())(self, *args, **kwargs)
+
+    __init__.__gitconf_init__ = compile_now  # type: ignore[attr-defined]
+    if any(f.init and (f.name == "self" or not f.name.isidentifier() or iskeyword(f.name))
+           for f in fields):
+        return _init(fields, frozen, post_init)
     return __init__
 
 
-def _compiled(cls: type) -> Callable[..., None]:
-    """`cls.__init__`, compiled now if it is still the stand-in (two threads may both compile:
-    the same function, either kept)."""
-    init = cls.__dict__["__init__"]
-    made = getattr(init, "__gitconf_init__", None)
-    if made is None:
-        return init
-    real = _init(*made)
-    real.__qualname__, real.__name__ = init.__qualname__, "__init__"
-    cls.__init__ = real  # type: ignore[misc]
-    return real
-
-
-def _init(cls: type, fields: tuple[dataclasses.Field[Any], ...],
-          frozen: bool) -> Callable[..., None]:
+def _init(fields: tuple[dataclasses.Field[Any], ...], frozen: bool,
+          post_init: bool) -> Callable[..., None]:
     """`__init__` from one `exec`: positional-or-keyword parameters in field order, defaults
     as given (a factory's as the standard library's sentinel), then `__post_init__`."""
     glob: dict[str, Any] = {"__object_setattr": object.__setattr__,
@@ -267,7 +285,7 @@ def _init(cls: type, fields: tuple[dataclasses.Field[Any], ...],
             continue
         body.append(f"__object_setattr(self, {f.name!r}, {value})" if frozen
                     else f"self.{f.name} = {value}")
-    if hasattr(cls, "__post_init__"):
+    if post_init:
         body.append("self.__post_init__()")
     src = (f"def __init__(self, {', '.join(params)}):\n"
            + "".join(f"    {line}\n" for line in body or ["pass"]))
@@ -279,30 +297,31 @@ def _init(cls: type, fields: tuple[dataclasses.Field[Any], ...],
 
 
 class _Signature:
-    """`inspect.signature(cls)` of a class whose `__init__` is still the stand-in: that of the
-    `__init__` it stands for (compiled then), as for any class."""
+    """`inspect.signature(cls)` asks `cls.__signature__` first: this compiles the `__init__`
+    the class would call, if it is still a stand-in, then says there is none, so `inspect`
+    goes on as for any class (its own `__new__`, a metaclass's `__call__`, an instance's
+    `__call__`: all as without this)."""
 
     def __get__(self, obj: Any, owner: type) -> Any:
-        import inspect
-
-        init: Any = None
-        for klass in owner.__mro__:  # the class that defines it, compiled if need be
-            if "__init__" in klass.__dict__:
-                init = _compiled(klass)
+        for klass in owner.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is not None:
+                compile_now = getattr(init, "__gitconf_init__", None)
+                if compile_now is not None:
+                    compile_now()
                 break
-        sig = inspect.signature(init)
-        return sig.replace(parameters=tuple(sig.parameters.values())[1:])
+        raise AttributeError("__signature__")
 
 
 _SIGNATURE = _Signature()
 
 
-def _text_signature(cls: type, fields: tuple[dataclasses.Field[Any], ...]) -> str:
+def _text_signature(cls: type, fields: tuple[dataclasses.Field[Any], ...], made: bool) -> str:
     """`str(inspect.signature(cls))` without ` -> None`, written from the fields (the
     standard library's docstring for an undocumented class) without compiling anything."""
     import inspect
 
-    if getattr(cls.__dict__["__init__"], "__gitconf_init__", None) is None:
+    if not made:
         return str(inspect.signature(cls)).replace(" -> None", "")  # its own `__init__`
     shown = []
     for f in fields:

@@ -232,12 +232,13 @@ class StoredServices(Mapping[str, ServiceFiles]):
             return []
         for i in range(1, parts):
             at = text.rfind("\n", 0, len(text) * i // parts) + 1
+            if not text.startswith('["', at):  # only a name is decoded, nothing nested
+                continue
             try:
                 name, _ = _DECODER.raw_decode(text, at + 1)
             except ValueError:
                 continue
-            if text.startswith("[", at) and isinstance(name, str):
-                names.add(name)
+            names.add(name)
         return sorted(names)
 
     @staticmethod

@@ -135,7 +135,8 @@ def _foreign_writes(store: Store, keys: Keys, last: LastApplied, first: int, now
                     layout: Layout) -> tuple[set[UnitId], int] | None:
     """Units touched by someone else's writes in [first, now], and how many events finding
     them took. None when etcd's history no longer reaches back that far. Should the store
-    read the prefix itself, it may cut it at every `WALK_PARTS`-th service."""
+    read the prefix itself, it may read it in `WALK_PARTS` parts, cut at services spaced
+    evenly through the layout."""
     cuts = [keys.root_b + name.encode() + b"/" for name in layout.spread(WALK_PARTS)] \
         if len(layout.services) >= WALK_PARTS_FROM else []
     changes = store.changes_since(keys.root_b, first, now, scope="auto", cuts=cuts)

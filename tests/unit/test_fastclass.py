@@ -214,3 +214,97 @@ def test_initvar_and_kw_only_are_left_to_the_standard_library(annotation: Any) -
     ns = {"__module__": __name__, "__annotations__": {"a": annotation, "b": "int"}}
     with pytest.raises(TypeError, match="keyword-only or InitVar"):
         fastclass._dataclass(type("Odd", (), ns))
+
+
+@pytest.mark.parametrize("by_wraps", [False, True])
+def test_a_wrapped_init_calls_the_one_it_wraps(by_wraps: bool) -> None:
+    """Code that wraps a class's `__init__` by hand (`tests/leakscan.py` does) keeps its
+    wrapper, which goes on calling the stand-in, which calls the compiled one."""
+    import functools
+
+    @fastclass._dataclass(frozen=True)
+    class Made:
+        a: int
+
+    seen: list[Any] = []
+    original = Made.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        seen.append(self)
+
+    wrapper = functools.wraps(original)(__init__) if by_wraps else __init__
+    Made.__init__ = wrapper  # type: ignore[method-assign]
+    inspect.signature(Made)
+    assert Made(1).a == 1 and Made(a=2).a == 2 and len(seen) == 2
+    assert Made.__dict__["__init__"] is wrapper
+
+
+def test_signature_is_inspects_own_for_instances_and_other_constructors() -> None:
+    def make(deco: Any) -> tuple[Any, Any]:
+        @deco
+        class Callable_:
+            a: int
+
+            def __call__(self, x: int, y: int) -> None: ...
+
+        class New(Callable_):
+            def __new__(cls, q: int, r: int) -> Any:
+                return super().__new__(cls)
+
+        return Callable_, New
+
+    (std_call, std_new), (fast_call, fast_new) = make(dataclasses.dataclass), \
+        make(fastclass._dataclass)
+    assert str(inspect.signature(fast_call(1))) == str(inspect.signature(std_call(1)))
+    assert str(inspect.signature(fast_new)) == str(inspect.signature(std_new))
+    assert str(inspect.signature(fast_call, eval_str=True)) == \
+        str(inspect.signature(std_call, eval_str=True)) == "(a: int) -> None"
+
+
+def test_post_init_is_looked_for_when_the_class_is_made() -> None:
+    from unittest import mock
+
+    @fastclass._dataclass
+    class Made:
+        a: int
+
+    with mock.patch.object(Made, "__post_init__", create=True):
+        Made(1)  # the first call compiles: without a `__post_init__` call, as at definition
+    assert Made(2).a == 2
+
+
+def test_bases_from_the_standard_library_are_checked_as_it_checks_them() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Frozen:
+        a: int
+
+    @dataclasses.dataclass
+    class Thawed:
+        a: int
+
+    @dataclasses.dataclass
+    class WithInitVar:
+        a: int
+        iv: InitVar[int]
+
+    @dataclasses.dataclass(kw_only=True)
+    class KeywordOnly:
+        a: int
+
+    for deco, base in ((dataclasses.dataclass, Frozen), (fastclass._dataclass, Frozen)):
+        with pytest.raises(TypeError, match="non-frozen dataclass from a frozen one"):
+            deco(type("Child", (base,), {"__module__": __name__}))
+    for deco, base in ((dataclasses.dataclass, Thawed), (fastclass._dataclass, Thawed)):
+        with pytest.raises(TypeError, match="frozen dataclass from a non-frozen one"):
+            deco(frozen=True)(type("Child", (base,), {"__module__": __name__}))
+    for base in (WithInitVar, KeywordOnly):
+        with pytest.raises(TypeError, match="keyword-only or InitVar"):
+            fastclass._dataclass(type("Child", (base,), {"__module__": __name__,
+                                                         "__annotations__": {"b": "int"}}))
+
+
+def test_names_the_compiled_source_cannot_take_fail_when_the_class_is_made() -> None:
+    ns = {"__module__": __name__, "__annotations__": {"self": "int"}}
+    with pytest.raises(SyntaxError):
+        fastclass._dataclass(type("Odd", (), ns))
