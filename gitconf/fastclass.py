@@ -60,7 +60,9 @@ def _process(cls: type, frozen: bool, eq: bool) -> type:
     undocumented = not cls.__doc__
     fields = _collect(cls, frozen) if _MIRRORED else None
     if fields is None:
-        fields = _collect_std(cls)
+        fields = _collect_std(cls, frozen)
+    if _MIRRORED:  # what the class gets, as the standard library records it for its bases' checks
+        setattr(cls, _D._PARAMS, _D._DataclassParams(True, True, eq, False, False, frozen))
     setattr(cls, _FROZEN, frozen)
     _order_defaults(fields)
     made_init = _set(cls, "__init__", _lazy_init(cls, fields, frozen,
@@ -118,9 +120,6 @@ def _collect(cls: type, frozen: bool) -> tuple[dataclasses.Field[Any], ...] | No
     if bases and frozen_base != frozen:
         raise TypeError("cannot inherit non-frozen dataclass from a frozen one" if frozen_base
                         else "cannot inherit frozen dataclass from a non-frozen one")
-    # as the standard `dataclass(init=False, repr=False, eq=False)` records it, frozen too (the
-    # fallback does the same): a base's frozenness is checked with `_FROZEN`
-    setattr(cls, _D._PARAMS, _D._DataclassParams(False, False, False, False, False, False))
     own = [_field(cls, name, annotations[name], kind) for name, kind in kinds.items()]
     for f in own:
         fields[f.name] = f
@@ -189,12 +188,14 @@ def _field(cls: type, name: str, a_type: Any, kind: str | None) -> dataclasses.F
     return f
 
 
-def _collect_std(cls: type) -> tuple[dataclasses.Field[Any], ...]:
-    """The fields as the standard `dataclass` collects them, with no method generated."""
+def _collect_std(cls: type, frozen: bool) -> tuple[dataclasses.Field[Any], ...]:
+    """The fields as the standard `dataclass` collects them, with no method generated but
+    its frozen `__setattr__` and `__delattr__` (it checks the bases' frozenness with them)."""
     documented = cls.__doc__
     if not documented:  # it would sign `object.__init__`: parsing that text signature
         cls.__doc__ = "-"  # compiles tokenize's patterns, ~7 ms once a process
-    dataclasses.dataclass(cls, init=False, repr=False, eq=False, match_args=False)
+    dataclasses.dataclass(cls, init=False, repr=False, eq=False, match_args=False,
+                          frozen=frozen)
     cls.__doc__ = documented
     fields = dataclasses.fields(cls)
     pseudo = [f for f in cls.__dataclass_fields__.values()  # type: ignore[attr-defined]
@@ -224,6 +225,7 @@ def _set(cls: type, name: str, fn: Callable[..., Any]) -> bool:
         return False
     fn.__qualname__ = f"{cls.__qualname__}.{name}"
     fn.__name__ = name
+    fn.__module__ = cls.__module__  # found again by pickle, as the standard library's are
     setattr(cls, name, fn)
     return True
 
@@ -233,42 +235,48 @@ def _set(cls: type, name: str, fn: Callable[..., Any]) -> bool:
 
 def _lazy_init(cls: type, fields: tuple[dataclasses.Field[Any], ...], frozen: bool,
                post_init: bool) -> Callable[..., None]:
-    """A stand-in that compiles the real `__init__` when first called, puts it on the class if
-    the stand-in is still there (a wrapper someone put there is left alone, and goes on
-    calling the stand-in, which calls the compiled one) and calls it. `__gitconf_init__`
-    compiles it without calling it (for `inspect.signature`). Names the compiled source could
-    not take (`self`, a keyword) are compiled at once, to fail or not as the standard
-    library does when the class is defined."""
+    """A stand-in that compiles the real `__init__` when first called and puts it on the class
+    whenever it finds itself there (a wrapper someone put in its place is left alone, and goes
+    on calling the stand-in, which calls the compiled one; once compiled, `__wrapped__` leads
+    `inspect` to it). `__gitconf_init__` compiles it without calling it (`inspect.signature`).
+    A field name the generated source could not take (a keyword) is compiled at once, to fail
+    when the class is defined, as with the standard library."""
     made: list[Callable[..., None]] = []
+    module = sys.modules.get(cls.__module__)
 
     def compile_now() -> Callable[..., None]:
         if not made:  # two threads may both compile: the same function, either kept
-            made.append(_init(fields, frozen, post_init))
-            made[0].__qualname__, made[0].__name__ = __init__.__qualname__, "__init__"
-            if cls.__dict__.get("__init__") is __init__:
-                cls.__init__ = made[0]  # type: ignore[misc]
+            real = _init(fields, frozen, post_init, module.__dict__ if module else {})
+            real.__qualname__, real.__name__ = __init__.__qualname__, "__init__"
+            __init__.__wrapped__ = real  # type: ignore[attr-defined]
+            made.append(real)
+        if cls.__dict__.get("__init__") is __init__:
+            cls.__init__ = made[0]  # type: ignore[misc]
         return made[0]
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        (made[0] if made else compile_now())(self, *args, **kwargs)
+        compile_now()(self, *args, **kwargs)
 
     __init__.__gitconf_init__ = compile_now  # type: ignore[attr-defined]
-    if any(f.init and (f.name == "self" or not f.name.isidentifier() or iskeyword(f.name))
-           for f in fields):
-        return _init(fields, frozen, post_init)
+    if any(not f.name.isidentifier() or iskeyword(f.name) for f in fields):
+        compile_now()
     return __init__
 
 
-def _init(fields: tuple[dataclasses.Field[Any], ...], frozen: bool,
-          post_init: bool) -> Callable[..., None]:
-    """`__init__` from one `exec`: positional-or-keyword parameters in field order, defaults
-    as given (a factory's as the standard library's sentinel), then `__post_init__`."""
-    glob: dict[str, Any] = {"__object_setattr": object.__setattr__,
-                            "__factory": _D._HAS_DEFAULT_FACTORY}
+def _init(fields: tuple[dataclasses.Field[Any], ...], frozen: bool, post_init: bool,
+          globals_: dict[str, Any]) -> Callable[..., None]:
+    """`__init__` from one `exec`, as the standard library makes it: positional-or-keyword
+    parameters in field order, defaults as given (a factory's as its sentinel), then
+    `__post_init__`; the instance is `__dataclass_self__` when a field is called `self`. The
+    function is defined in the class's module (its globals, so `inspect` and `get_type_hints`
+    resolve its annotations there); the values it needs are arguments of an outer one."""
+    me = "__dataclass_self__" if any(f.name == "self" for f in fields) else "self"
+    given: dict[str, Any] = {"__object_setattr": object.__setattr__,
+                             "__factory": _D._HAS_DEFAULT_FACTORY}
     params, body = [], []
     for f in fields:
-        glob[f"__dflt_{f.name}"] = f.default
-        glob[f"__fact_{f.name}"] = f.default_factory
+        given[f"__dflt_{f.name}"] = f.default
+        given[f"__fact_{f.name}"] = f.default_factory
         has_default = f.default is not dataclasses.MISSING
         has_factory = f.default_factory is not dataclasses.MISSING
         if f.init:
@@ -283,15 +291,17 @@ def _init(fields: tuple[dataclasses.Field[Any], ...], frozen: bool,
             value = f"__dflt_{f.name}"
         else:
             continue
-        body.append(f"__object_setattr(self, {f.name!r}, {value})" if frozen
-                    else f"self.{f.name} = {value}")
+        body.append(f"__object_setattr({me}, {f.name!r}, {value})" if frozen
+                    else f"{me}.{f.name} = {value}")
     if post_init:
-        body.append("self.__post_init__()")
-    src = (f"def __init__(self, {', '.join(params)}):\n"
-           + "".join(f"    {line}\n" for line in body or ["pass"]))
+        body.append(f"{me}.__post_init__()")
+    src = (f"def __create_fn__({', '.join(given)}):\n"
+           f" def __init__({', '.join([me, *params])}):\n"
+           + "".join(f"  {line}\n" for line in body or ["pass"])
+           + " return __init__\n")
     ns: dict[str, Any] = {}
-    exec(src, glob, ns)  # source built here from field names, as the standard library does
-    init: Callable[..., None] = ns["__init__"]
+    exec(src, globals_, ns)  # source built here from field names, as the standard library does
+    init: Callable[..., None] = ns["__create_fn__"](**given)
     init.__annotations__ = {f.name: f.type for f in fields if f.init} | {"return": None}
     return init
 

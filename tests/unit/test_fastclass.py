@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -235,7 +236,8 @@ def test_a_wrapped_init_calls_the_one_it_wraps(by_wraps: bool) -> None:
 
     wrapper = functools.wraps(original)(__init__) if by_wraps else __init__
     Made.__init__ = wrapper  # type: ignore[method-assign]
-    inspect.signature(Made)
+    assert str(inspect.signature(Made)) == ("(a: 'int') -> None" if by_wraps else
+                                            "(*args: 'Any', **kwargs: 'Any') -> 'None'")
     assert Made(1).a == 1 and Made(a=2).a == 2 and len(seen) == 2
     assert Made.__dict__["__init__"] is wrapper
 
@@ -304,7 +306,74 @@ def test_bases_from_the_standard_library_are_checked_as_it_checks_them() -> None
                                                          "__annotations__": {"b": "int"}}))
 
 
-def test_names_the_compiled_source_cannot_take_fail_when_the_class_is_made() -> None:
-    ns = {"__module__": __name__, "__annotations__": {"self": "int"}}
-    with pytest.raises(SyntaxError):
-        fastclass._dataclass(type("Odd", (), ns))
+def test_a_field_called_self_works_and_a_keyword_fails_at_once() -> None:
+    """As the standard library: the instance is then `__dataclass_self__`; a keyword cannot
+    be a parameter, and the class is refused when it is made."""
+    def made(deco: Any, names: list[str]) -> Any:
+        return deco(type("Odd", (), {"__module__": __name__,
+                                     "__annotations__": dict.fromkeys(names, "int")}))
+
+    std, fast = made(dataclasses.dataclass, ["self", "x"]), made(fastclass._dataclass,
+                                                                  ["self", "x"])
+    assert str(inspect.signature(fast)) == str(inspect.signature(std))
+    assert (fast(1, 2).self, fast(self=3, x=4).x) == (1, 4)
+    for deco in (dataclasses.dataclass, fastclass._dataclass):
+        with pytest.raises(SyntaxError):
+            made(deco, ["x", "class"])
+
+
+def test_the_compiled_init_lives_in_the_class_module() -> None:
+    """Its annotations resolve where the class's do (`eval_str`, `get_type_hints`), and
+    the methods are found again by pickle."""
+    import pickle
+
+    from gitconf.records import Pin
+
+    def make(deco: Any) -> Any:
+        @deco(frozen=True)
+        class WithPath:
+            where: Path
+
+        return WithPath
+
+    std, fast = make(dataclasses.dataclass), make(fastclass._dataclass)
+    fast(Path("x"))
+    assert str(inspect.signature(fast, eval_str=True)) == \
+        str(inspect.signature(std, eval_str=True)) == "(where: pathlib.Path) -> None"
+    assert typing.get_type_hints(fast.__init__) == typing.get_type_hints(std.__init__)
+    Pin("c" * 40, "ci", "now", "why")
+    for method in (Pin.__repr__, Pin.__eq__, Pin.__init__):
+        assert pickle.loads(pickle.dumps(method)) is method
+
+
+def test_an_init_put_back_after_a_patch_is_replaced_again() -> None:
+    from unittest import mock
+
+    @fastclass._dataclass
+    class Made:
+        a: int
+
+    original = Made.__init__
+    calls: list[int] = []
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        original(self, *args, **kwargs)
+
+    with mock.patch.object(Made, "__init__", spy):
+        assert Made(1).a == 1 and calls == [1]
+    assert Made.__dict__["__init__"] is original  # the stand-in, put back
+    assert Made(2).a == 2 and Made.__dict__["__init__"] is not original  # replaced again
+    assert str(inspect.signature(Made)) == "(a: 'int') -> None"
+
+
+def test_a_standard_child_of_a_fast_base_is_checked_as_with_a_standard_base() -> None:
+    @fastclass._dataclass(frozen=True)
+    class Base:
+        a: int
+
+    child = dataclasses.dataclass(frozen=True)(type("Child", (Base,), {
+        "__module__": __name__, "__annotations__": {"b": "int"}}))
+    assert child(1, 2).b == 2
+    with pytest.raises(TypeError, match="non-frozen dataclass from a frozen one"):
+        dataclasses.dataclass(type("Thawed", (Base,), {"__module__": __name__}))
