@@ -271,14 +271,16 @@ def _init(fields: tuple[dataclasses.Field[Any], ...], frozen: bool, post_init: b
     function is defined in the class's module (its globals, so `inspect` and `get_type_hints`
     resolve its annotations there); the values it needs are arguments of an outer one."""
     me = "__dataclass_self__" if any(f.name == "self" for f in fields) else "self"
-    given: dict[str, Any] = {"__object_setattr": object.__setattr__,
-                             "__factory": _D._HAS_DEFAULT_FACTORY}
+    given: dict[str, Any] = {"__object_setattr": object.__setattr__} if frozen else {}
     params, body = [], []
     for f in fields:
-        given[f"__dflt_{f.name}"] = f.default
-        given[f"__fact_{f.name}"] = f.default_factory
         has_default = f.default is not dataclasses.MISSING
         has_factory = f.default_factory is not dataclasses.MISSING
+        if has_factory:  # only what the source names: each is a cell of the closure
+            given["__factory"] = _D._HAS_DEFAULT_FACTORY
+            given[f"__fact_{f.name}"] = f.default_factory
+        elif has_default:
+            given[f"__dflt_{f.name}"] = f.default
         if f.init:
             default = (" = __factory" if has_factory else
                        f" = __dflt_{f.name}" if has_default else "")
