@@ -198,6 +198,11 @@ def map_etcd_errors(op: str = "request", subject: Subject = None,
         raise mapped from exc
 
 
+def _range_subject(req: Any) -> Callable[[], str]:
+    """What a `RangeRequest` asked for, in words: computed on error only."""
+    return lambda: describe_keys(req.key, req.range_end or None)
+
+
 def _show(key: bytes) -> str:
     text = key.decode("utf-8", "backslashreplace")
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
@@ -445,32 +450,31 @@ class _Reads(_Connection):
             req.range_end = end
         if min_mod_revision:
             req.min_mod_revision = min_mod_revision
-        timeout = max(self.config.timeout, RANGE_TIMEOUT)
-        resp = self._call(lambda c: c.kvstub.Range(req, **self._kw(timeout)), "range",
-                          lambda: describe_keys(start, end))
+        resp = self._range_call(req)
         kvs = [KV(kv.key, kv.value, kv.mod_revision, kv.create_revision) for kv in resp.kvs]
         return RangeResult(kvs, resp.count, resp.more, resp.header.revision)
+
+    def _range_kw(self) -> dict[str, Any]:
+        """A `Range`'s call options: the longer timeout a large range may need."""
+        return self._kw(max(self.config.timeout, RANGE_TIMEOUT))
+
+    def _range_call(self, req: Any) -> Any:
+        """One `Range` through `_call` (failover, re-authentication, our errors)."""
+        return self._call(lambda c: c.kvstub.Range(req, **self._range_kw()), "range",
+                          _range_subject(req))
 
     def _ranges(self, requests: Sequence[Any]) -> list[Any]:
         """Several `Range`s in flight at once, their answers in order: etcd serves them in
         parallel (grpc's futures, no Python thread). One whose member went away, or whose
         token expired, is asked again through `_call` (failover, re-authentication); any other
         failure is our error at once. Either way the ones not yet read are cancelled."""
-        timeout = max(self.config.timeout, RANGE_TIMEOUT)
         client = self._client
         pending: list[Any] = []
         for req in requests:
             try:
-                pending.append(client.kvstub.Range.future(req, **self._kw(timeout)))
+                pending.append(client.kvstub.Range.future(req, **self._range_kw()))
             except _ClientError:
                 pending.append(None)
-
-        def subject(req: Any) -> Callable[[], str]:
-            return lambda: describe_keys(req.key, req.range_end or None)
-
-        def again(req: Any) -> Any:
-            return self._call(lambda c: c.kvstub.Range(req, **self._kw(timeout)), "range",
-                              subject(req))
 
         out: list[Any] = []
         try:
@@ -482,9 +486,10 @@ class _Reads(_Connection):
                     except grpc.RpcError as exc:
                         rule = _rule_for(exc)
                         if rule is None or rule.retry not in (_FAILOVER, _REAUTH):
-                            with map_etcd_errors("range", subject(req), self._where()):
+                            with map_etcd_errors("range", _range_subject(req),
+                                                 self._where()):
                                 raise  # the same answer twice: compacted, denied...
-                out.append(resp if resp is not None else again(req))
+                out.append(resp if resp is not None else self._range_call(req))
         finally:
             for fut in pending[len(out):]:
                 if fut is not None:
@@ -894,8 +899,8 @@ class _History(_Reads):
                     ) -> tuple[int, list[Any], bool]:
         """The prefix's count before `start`, its keys changed in [start, until] and whether
         there were more than `_WALK_LIMIT`, asked at once: the count and each part of the
-        prefix between `cuts` are ranges etcd reads in parallel (a walk of 100,000 keys cut
-        in two: 0.24 -> 0.17 s on two cores)."""
+        prefix between `cuts` are ranges etcd reads in parallel (the count and a walk of
+        106,000 keys: 0.27 s one after the other, 0.19 s at once in parts on two cores)."""
         end = prefix_end(prefix)
         bounds = [prefix, *sorted({c for c in cuts if prefix < c < end}), end]
         count, *parts = self._ranges(

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = ["dataclass"]
 
-_FROZEN = "__gitconf_frozen__"
+_FROZEN = "__gitconf_frozen__"  # marks a class made here (bases are checked by their params)
 _D: Any = dataclasses  # the standard library's internals, as its own `_process_class` uses them
 _MIRRORED = sys.version_info[:2] == (3, 11)
 
@@ -48,11 +48,6 @@ def _dataclass(cls: type | None = None, /, *, frozen: bool = False, eq: bool = T
 
 
 def _process(cls: type, frozen: bool, eq: bool) -> type:
-    for base in cls.__mro__[1:]:
-        if "__dataclass_fields__" in base.__dict__ and \
-                getattr(base, _FROZEN, frozen) != frozen:
-            raise TypeError("cannot inherit frozen dataclass from a non-frozen one" if frozen
-                            else "cannot inherit non-frozen dataclass from a frozen one")
     # the standard library's rule: a `__hash__` the class sets, except the None that Python
     # puts there for a class that defines `__eq__`
     own = cls.__dict__.get("__hash__", dataclasses.MISSING)
@@ -112,7 +107,7 @@ def _collect(cls: type, frozen: bool) -> tuple[dataclasses.Field[Any], ...] | No
         if base_fields is not None:
             bases = True
             fields.update((f.name, f) for f in base_fields.values())
-            frozen_base |= base.__dict__.get(_FROZEN, getattr(base, _D._PARAMS).frozen)
+            frozen_base |= getattr(base, _D._PARAMS).frozen
     if any(f._field_type is _D._FIELD_INITVAR or (f._field_type is _D._FIELD  # type: ignore
                                                   and f.kw_only is True)
            for f in fields.values()):

@@ -432,14 +432,17 @@ def edge(fn: F) -> F:
 
 def err(message: str) -> None:
     """A diagnostic line on stderr (never on stdout, which JSON output owns)."""
-    from rich.console import Console
+    console(stderr=True).print(message, markup=False)
 
-    Console(stderr=True, highlight=False, soft_wrap=True, emoji=False,
-            **_style_args()).print(message, markup=False)
+
+def json_text(doc: Any) -> str:
+    """A document as gitconf prints JSON (`out_json`, and `planstream`, which prints a
+    document in pieces and must print the same bytes)."""
+    return json.dumps(doc, indent=2, ensure_ascii=False, default=str)
 
 
 def out_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.write(json_text(doc) + "\n")
 
 
 FULL_WIDTH = 1 << 14  # off a terminal, tables are never cut to 80 columns

@@ -23,6 +23,7 @@ from typing import IO, Any, TextIO
 from rich.console import Console
 
 from ..model import UnitId, UnitPlan
+from .app import json_text
 from .grid import Cell, styled_lines
 from .render import (
     MD_ROWS,
@@ -60,8 +61,7 @@ class PlanStream:
             self.changing.add(up.unit)
         if self.format == "json":
             if up.changes:
-                self._spool_unit(json.dumps(unit_json(up, n, self.show_secrets, self.stat),
-                                            indent=2, ensure_ascii=False, default=str))
+                self._spool_unit(json_text(unit_json(up, n, self.show_secrets, self.stat)))
         elif self.format == "markdown":
             if up.changes and len(self.md_units) < MD_ROWS:
                 self.md_units.append(MdUnit.of(up, n, self.show_secrets))
@@ -90,8 +90,7 @@ class PlanStream:
         """`doc` as `app.out_json` prints it, with the units seen where it says `STREAMED`
         (JSON strings hold no line break, so the marker cannot appear inside a value)."""
         out = out or sys.stdout
-        head, found, tail = json.dumps(doc, indent=2, ensure_ascii=False,
-                                       default=str).partition(_MARKER)
+        head, found, tail = json_text(doc).partition(_MARKER)
         if not found:
             raise ValueError("the document has no streamed units")
         spool, self._spool = self._spool, None
