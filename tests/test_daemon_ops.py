@@ -369,7 +369,8 @@ def test_start_line_deploy_lines_with_triggers_and_drift_without_values(
                    "--interval", "10m").start()
     unit0, unit1 = UnitId("svc00", "prod"), UnitId("svc01", "prod")
     try:
-        wait_until(lambda: d.ready()[0] == 200, timeout=20)
+        # 200 alone may be a standby's answer, before the first pass has logged its lines
+        wait_until(lambda: d.ready_is(200, first_reconcile=True), timeout=20)
         start = next(x for x in lines(d) if "started" in x.get("msg", ""))
         assert {k: start[k] for k in ("branch", "prefix", "interval", "drift", "webhook")} == {
             "branch": "main", "prefix": env["GITCONF_PREFIX"], "interval": "10m",
