@@ -75,7 +75,11 @@ def wait_mid_deploy(store: EtcdStore, keys: Keys, proc: subprocess.Popen[str],
             if written >= at_least:
                 return written
         time.sleep(0.01)
-    raise AssertionError(f"the deploy never got under way (exit {proc.poll()})")
+    said = ""
+    if proc.poll() is not None:  # what the apply said, to tell a failure from a race
+        out, errs = proc.communicate(timeout=10)
+        said = f"; stdout: {out[-2000:]!r}; stderr: {errs[-2000:]!r}"
+    raise AssertionError(f"the deploy never got under way (exit {proc.poll()}){said}")
 
 
 def finished(proc: subprocess.Popen[str], timeout: float = 90) -> subprocess.CompletedProcess[str]:
