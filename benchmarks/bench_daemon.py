@@ -135,6 +135,8 @@ def cycle_costs(repo: Path, endpoint: str, prefix: str) -> tuple[float, float]:
     d.passes.settle()  # the last pass's record write, left in flight by design
     assert d.leader is not None
     d.leader.resign()
+    if d.watch is not None:
+        d.watch.stop()  # before the store closes under it (else it logs an interrupted watch)
     assert d.store is not None and d.source is not None
     d.store.close()
     d.source.close()  # its kept cat-file

@@ -256,8 +256,7 @@ class Reconciler:
         self.source = source
         self.store = store
         self.keys = keys
-        self._layout: tuple[str, Layout] | None = None  # (commit, its layout), for the daemon
-        self._layout_saved = ""  # the commit whose entry in layoutcache holds that layout
+        self.layouts = layoutcache.Layouts(source)  # kept between the daemon's passes
         self.overrides = OverrideStep(source, store, keys)
         # the daemon's passes leave their last-applied write in flight (`settle`)
         self.defer_previous = False
@@ -265,34 +264,9 @@ class Reconciler:
         self._applied: str | None = None  # the target of this reconciler's last real pass
 
     def layout_at(self, commit: str, tree: Tree, since: str | None = None) -> Layout:
-        """The layout depends only on which files exist and on `.gitconf.yaml`: when a commit
-        only modifies files the previous one had, its layout is reused instead of listing the
-        whole tree again (which costs time in proportion to the repository). A new process
-        starts from the layout remembered on disk for `commit`, or for `since` (the commit
-        applied last)."""
-        if self._layout is None:
-            for known in [c for c in (commit, since) if c]:
-                remembered = layoutcache.load(known)
-                if remembered is not None:
-                    self._layout, self._layout_saved = (known, remembered[1]), remembered[0]
-                    break
-        if self._layout is not None:
-            prev, layout = self._layout
-            if prev == commit:
-                return layout
-            try:
-                status = self.source.changed_status(prev, commit)
-            except GitconfError:
-                status = [("?", "")]
-            if all(s == "M" and p not in SETTINGS_FILES for s, p in status):
-                self._layout = (commit, layout)
-                if self._layout_saved:
-                    layoutcache.alias(commit, self._layout_saved)
-                return layout
-        layout = read_layout(tree)
-        self._layout, self._layout_saved = (commit, layout), commit
-        layoutcache.save(commit, layout)
-        return layout
+        """`commit`'s layout, reused from the previous commit when that only modified files
+        (`layoutcache.Layouts`)."""
+        return self.layouts.at(commit, tree, since)
 
     def run(self, req: Request) -> Result:
         self.settle()

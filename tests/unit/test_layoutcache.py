@@ -289,3 +289,19 @@ def test_a_settings_change_is_never_served_from_the_old_layout(tmp_path: Path) -
     layout = rec.layout_at(sha, rec.source.tree(sha), since=None)
     assert layout.settings == {"environments": ["prod"]}
     assert any(p.code == "unknown-environment" for p in layout.problems)
+
+
+def test_layouts_in_one_process_reuse_a_layout_until_a_file_is_added(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r", {"svc/prod.yaml": "a: 1\n"})
+    layouts = layoutcache.Layouts(GitSource.open(str(repo.path)))
+    base = repo.head()
+    first = layouts.at(base, layouts.source.tree(base))
+    modified = repo.commit({"svc/prod.yaml": "a: 2\n"})
+    tree = layouts.source.tree(modified)
+    assert layouts.at(modified, tree) is first  # only a modified file: the same layout
+    assert tree._blobs is None  # and the tree was not listed
+    assert layoutcache.load(modified) == (base, first)  # on disk: an alias of the first entry
+    added = repo.commit({"svc/dev.yaml": "a: 1\n"})
+    grown = layouts.at(added, layouts.source.tree(added))
+    assert grown == read_layout(layouts.source.tree(added)) != first
+    assert layoutcache.load(added) == (added, grown)
