@@ -67,7 +67,7 @@ from .selection import (
     revision_after,
     select,
 )
-from .store import PendingTxn, Store
+from .store import PendingTxn, Store, Witness
 from .trees import FileTree, Tree
 
 DRIFT_POLICIES: tuple[DriftPolicy, ...] = ("revert", "report", "pr")
@@ -100,6 +100,7 @@ class Request:
     # unreachable); asked once per open override of a selected unit
     pull_request_state: Callable[[OverrideRecord], PullRequestFate | None] | None = None
     allow_mass_delete: bool = False  # the mass-delete guard (`.gitconf.yaml` mass_delete)
+    witness: Witness | None = None  # what the daemon's watch saw of the prefix's writes
 
 
 class PullRequestFate(NamedTuple):
@@ -125,6 +126,7 @@ class Result:
     kept: list[tuple[UnitId, str]] = field(default_factory=list)  # foreign keys left alone
     closed_overrides: list[OverrideRecord] = field(default_factory=list)
     new_overrides: list[OverrideRecord] = field(default_factory=list)  # drift adopted (`pr`)
+    mark: int = 0  # the `seen` of the last-applied record the pass started from
 
     @property
     def failed(self) -> list[tuple[UnitId, str]]:
@@ -342,13 +344,14 @@ class Reconciler:
             sel = Selection(set(req.units), revision_after(self.store, self.keys, prev))
         else:
             sel = select(self.source, self.store, self.keys, target, layout, prev,
-                         req.full or req.worktree)
+                         req.full or req.worktree, req.witness)
         view = read_live(self.store, self.keys, sel.units, also=self._schema_keys(req, sel))
         live = view.units
         candidates = sel.units if sel.units is not None else units_in_layout(layout) | set(live)
         selected = {u for u in candidates if _wanted(u, req)}
         result = Result(req.ref, commit, Plan(units=[]), problems=list(layout.problems),
-                        dry_run=req.dry_run, units_examined=len(selected))
+                        dry_run=req.dry_run, units_examined=len(selected),
+                        mark=prev.record.seen if prev.record is not None else 0)
         lifted = lifted_pins(self.source, target, selected, live) if req.respect_pins else set()
         options = PlanOptions(prune=req.prune, respect_pins=req.respect_pins, lifted_pins=lifted,
                               source=req.source,

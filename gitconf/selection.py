@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import GitconfError
 from .fastclass import dataclass
@@ -22,7 +22,7 @@ from .gitsource import GitSource
 from .model import UnitId
 from .records import Keys, LastApplied, RecordError, unit_name
 from .repo_format import Layout, affects_everything, units_touched
-from .store import Compare, Store
+from .store import Compare, KeyEvent, Store, Witness
 
 MAX_OWN_INTERVALS = 512
 # A no-op pass writes nothing; but in an etcd other applications write to, the revisions to
@@ -89,9 +89,10 @@ def revision_after(store: Store, keys: Keys, prev: Previous) -> int:
 
 
 def select(source: GitSource, store: Store, keys: Keys, target: str, layout: Layout,
-           prev: Previous, full: bool) -> Selection:
+           prev: Previous, full: bool, witness: Witness | None = None) -> Selection:
     """Units to look at (incremental unless `full` or etcd's history is gone), with what is
-    known about Git's changes for telling drift apart."""
+    known about Git's changes for telling drift apart. `witness`: what a watch on the prefix
+    saw (a daemon's), asked before etcd's history."""
     now = revision_after(store, keys, prev)
     last = prev.record
     if last is None:
@@ -103,11 +104,13 @@ def select(source: GitSource, store: Store, keys: Keys, target: str, layout: Lay
     units = sel.from_git | sel.unconverged
     first = last.first_foreign(now, prev.mod_revision)
     if first is not None:
-        found = _foreign_writes(store, keys, last, first, now, layout)
+        found = _witnessed(keys, last, first, now, witness) if witness is not None else None
+        if found is None:
+            found = _foreign_writes(store, keys, last, first, now, layout)
         if found is None:
             return sel  # history compacted (or unreadable): look at all
-        units |= found[0]
-        sel.examined = found[1]
+        units |= found.units
+        sel.examined, sel.seen = found.examined, found.seen
     sel.units = units
     return sel
 
@@ -131,8 +134,29 @@ def _changed_by_git(source: GitSource, last: str, target: str, layout: Layout,
     return units_touched(changed, envs_of)
 
 
+class _Found(NamedTuple):
+    units: set[UnitId]  # touched by someone else's writes
+    examined: int  # events looked at to find them
+    seen: int  # every write up to this revision has been examined
+
+
+def _witnessed(keys: Keys, last: LastApplied, first: int, now: int, witness: Witness,
+               ) -> _Found | None:
+    """Units touched by someone else's writes from `first` on, as the daemon's watch saw
+    them, up to the last revision it has seen (`now` at most): the pass has then examined the
+    writes up to there, and the next one goes on from there (every later write wakes the
+    daemon anyway). None when the watch began after `first`: etcd's history answers."""
+    through = min(now, witness.through)
+    if through < first:
+        return _Found(set(), 0, first - 1) if witness.since <= first else None
+    events = witness.between(first, through)
+    if events is None:
+        return None
+    return _Found(_touched(keys, last, events), len(events), through)
+
+
 def _foreign_writes(store: Store, keys: Keys, last: LastApplied, first: int, now: int,
-                    layout: Layout) -> tuple[set[UnitId], int] | None:
+                    layout: Layout) -> _Found | None:
     """Units touched by someone else's writes in [first, now], and how many events finding
     them took. None when etcd's history no longer reaches back that far. Should the store
     read the prefix itself, it may read it in `WALK_PARTS` parts, cut at services spaced
@@ -142,6 +166,11 @@ def _foreign_writes(store: Store, keys: Keys, last: LastApplied, first: int, now
     changes = store.changes_since(keys.root_b, first, now, scope="auto", cuts=cuts)
     if changes is None:
         return None
+    return _Found(_touched(keys, last, changes), changes.examined, now)
+
+
+def _touched(keys: Keys, last: LastApplied, changes: Iterable[KeyEvent]) -> set[UnitId]:
+    """The units whose data keys or records these writes touched, gitconf's own left out."""
     units: set[UnitId] = set()
     for ch in changes:
         if last.is_own(ch.mod_revision) or ch.key == keys.last_applied:
@@ -153,7 +182,7 @@ def _foreign_writes(store: Store, keys: Keys, last: LastApplied, first: int, now
         rec = keys.parse_unit_record_key(ch.key)
         if rec is not None and rec[0] in ("units", "pending", "pins", "overrides"):
             units.add(rec[1])
-    return units, changes.examined
+    return units
 
 
 def intervals(revisions: Iterable[int]) -> tuple[tuple[int, int], ...]:

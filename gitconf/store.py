@@ -76,6 +76,29 @@ class Replay(list[KeyEvent]):
         self.examined = max(examined, len(self))
 
 
+@dataclass(frozen=True)
+class Witness:
+    """What a watch on the prefix has delivered: every write under it with a revision in
+    [since, through], as events (gitconf's own among them, which a pass skips as it skips
+    them in a replay). A daemon watches its prefix anyway; handing that to its passes spares
+    them asking etcd's history what changed since their mark: a replay waits for etcd's
+    100 ms watch sync, even after one write elsewhere in a shared etcd, and a walk reads the
+    whole prefix. etcd delivers a watch's events in revision order, whole revisions at a
+    time, so once an event of revision r has arrived, every earlier one under the prefix has
+    too."""
+
+    since: int  # the first revision the watch saw without a gap
+    through: int  # every write under the prefix up to here has been delivered
+    events: tuple[KeyEvent, ...] = ()
+
+    def between(self, first: int, last: int) -> Replay | None:
+        """The events with a revision in [first, last]; None when the watch may have missed
+        some of them (it began after `first`, or has not got as far as `last`)."""
+        if first < self.since or last > self.through:
+            return None
+        return Replay([e for e in self.events if first <= e.mod_revision <= last])
+
+
 Change = KeyEvent  # its former name; `model.Change` is a planned change, not this
 
 

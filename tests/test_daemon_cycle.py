@@ -17,6 +17,7 @@ import pytest
 
 from gitconf.daemon.metrics import Metrics
 from gitconf.daemon.overrides import OverrideUpkeep
+from gitconf.daemon.triggers import EtcdWatch, Wakeup
 from gitconf.etcdstore import EtcdStore
 from gitconf.gitsource import GitSource
 from gitconf.model import UnitId
@@ -28,6 +29,7 @@ from tests.fakegithub import FakeGitHub
 from tests.helpers import GitRepo, make_repo, process_running
 
 SEARCH = UnitId("search", "prod")
+CHECKOUT = UnitId("checkout", "prod")
 REQUESTS = ("range", "get", "revision", "scan", "count", "txn", "txn_start", "txn_finish",
             "txn_wire", "changes_since", "put", "delete")
 
@@ -85,6 +87,40 @@ def test_a_one_key_pass_reads_everything_before_it_writes(example_repo: GitRepo,
         assert not again.deploys and noting.sent == ["range"]  # nothing changed: one read
         value = store.get(keys.data_key(SEARCH, "index.products.shards"))
         assert value is not None and json.loads(value.value)["value"] == 7
+
+
+def test_a_daemon_pass_takes_others_writes_from_its_watch(example_repo: GitRepo,
+                                                          store: EtcdStore, keys: Keys) -> None:
+    """In a shared etcd a pass finds revisions of others' since its mark. It asks the daemon's
+    watch what they were, not etcd's history (a replay waits for etcd's 100 ms watch sync
+    after a single write elsewhere): a key deleted under the prefix amid other applications'
+    writes is found and put back, and no replay is sent."""
+    noting = Noting(store)
+    watch = EtcdWatch(store, keys, Wakeup(), lambda _value: None)
+    elsewhere = f"/elsewhere{keys.root}/".encode()
+    with GitSource.open(str(example_repo.path)) as source:
+        rec = Reconciler(source, cast(Store, noting), keys)
+        assert rec.run(Request(ref=example_repo.head())).ok
+        watch.start()
+        try:
+            store.put(elsewhere + b"a", b"x")
+            lost = store.scan(keys.unit_prefix(CHECKOUT))[0][0].key
+            assert store.delete(lost) == 1
+            deleted_at = store.revision()
+            store.put(elsewhere + b"b", b"x")
+            head = example_repo.commit({"search/prod.yaml": (
+                example_repo.path / "search" / "prod.yaml").read_text().replace(
+                    "shards: 6", "shards: 7")})
+            wait_until(lambda: watch.witness().through >= deleted_at)
+            noting.sent.clear()
+            result = rec.run(Request(ref=head, drift_policy="revert", witness=watch.witness()))
+        finally:
+            watch.stop()
+    assert "changes_since" not in noting.sent
+    assert result.ok and result.units_examined == 2
+    assert sorted(d.unit for d in result.deploys) == [CHECKOUT, SEARCH]
+    assert result.reverted == [CHECKOUT]
+    assert store.get(lost) is not None
 
 
 def _children(pid: int) -> dict[int, str]:

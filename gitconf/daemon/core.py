@@ -227,13 +227,15 @@ class Passes:
         upkeep = self.upkeep()
         req = Request(ref=head, actor=d.actor, drift_policy=None, cancel=d.stop, fence=fence,
                       worktree=d.cfg.worktree, max_ops=d.cfg.max_ops, units=units,
-                      pull_request_state=upkeep.pull_requests(head).state)
+                      pull_request_state=upkeep.pull_requests(head).state,
+                      witness=d.watch.witness())
         if self.reconciler is None or self.reconciler.store is not d.store:
             self.settle()
             self.reconciler = Reconciler(d.source, d.store, d.keys)
             self.reconciler.defer_previous = True  # settled by the next cycle (`settle`)
         result = self.reconciler.run(req)
         d.wakeup.record_own(result.own_revisions, d.watch.watched_from)
+        d.watch.forget(result.mark, result.own_revisions)
         elapsed = time.perf_counter() - started
         policy = d.policy.at(d.source, head, self.reconciler)
         report(result, Cycle(head, trigger, policy, elapsed), d.metrics, d.health)

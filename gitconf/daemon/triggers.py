@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ..gitsource import GitSource
 from ..records import Keys
-from ..store import EtcdCompacted, Store
+from ..store import EtcdCompacted, KeyEvent, Store, Witness
 
 log = logging.getLogger("gitconf.daemon")
+
+WITNESS_LIMIT = 10_000  # others' writes under the prefix the watch keeps for the next pass
 
 
 class Wakeup:
@@ -70,19 +72,48 @@ class EtcdWatch:
         self.resync = False  # the watch was interrupted: the next cycle is a full look
         self.watched_from = 0  # the next revision the watch will deliver
         self._id: Any = None
+        self._since = 0  # the first revision of the watch's unbroken run
+        self._seen: list[KeyEvent] = []  # others' writes from `_since` on, for the passes
 
     def start(self) -> None:
         if self._id is not None:
             self.store.cancel_watch(self._id)
         start = self.watched_from or self.store.revision(within=self.keys.root_b) + 1
+        if not self.watched_from:  # a new run: what came before it was not seen
+            with self.wakeup.lock:
+                self._since, self._seen = start, []
         self._id = self.store.watch_prefix(self.keys.root_b, start, self._callback)
         self.watched_from = start
         self.broken = False
+
+    def witness(self) -> Witness:
+        """What the watch has seen of others' writes under the prefix, for a pass: no etcd
+        history to replay for the revisions it covers."""
+        with self.wakeup.lock:
+            return Witness(self._since, self.watched_from - 1, tuple(self._seen))
+
+    def forget(self, through: int, own: Collection[int] = ()) -> None:
+        """Drop what no pass will ask for again: the writes up to `through`, a revision a
+        pass read as examined from the last-applied record, and gitconf's own (`own`)."""
+        with self.wakeup.lock:
+            if through >= self._since:
+                self._since = through + 1
+            self._seen = [e for e in self._seen
+                          if e.mod_revision > through and e.mod_revision not in own]
 
     def stop(self) -> None:
         if self._id is not None:
             self.store.cancel_watch(self._id)
             self._id = None
+
+    def _remember(self, event: KeyEvent) -> None:
+        """Keep a write of someone else's for the passes (with `wakeup.lock` held). Past
+        `WITNESS_LIMIT` unclaimed ones the watch stops vouching for the revisions so far
+        (etcd's history answers for them) instead of holding a flood in memory."""
+        if len(self._seen) >= WITNESS_LIMIT:
+            self._since, self._seen = event.mod_revision + 1, []
+            return
+        self._seen.append(KeyEvent(event.key, event.mod_revision, event.deleted))
 
     def _callback(self, resp: Any) -> None:
         if isinstance(resp, Exception):
@@ -107,6 +138,7 @@ class EtcdWatch:
                     wake = True
                 elif ev.key not in quiet and rev not in self.wakeup.own:
                     self.wakeup.foreign.add(rev)
+                    self._remember(ev)
                     wake = True
         if wake:
             self.wakeup.event.set()
