@@ -390,13 +390,17 @@ class Reconciler:
 
     def _plan_and_deploy(self, p: _Pass) -> None:
         """Stream the selected units from the tree; each is planned as it arrives, so parsing
-        overlaps with etcd writes and memory follows what changed."""
+        overlaps with etcd writes and memory follows what changed (nothing selected, nothing
+        read). Shared schemas are met through the `$ref`s of the service schemas that use
+        them (`LoadOptions.check_shared`)."""
         req = p.req
+        if not p.selected:
+            return
         services = {u.service for u in p.selected}
         # only the selected environments: a one-key commit parses one values file of its
         # service, not all of them (the others' units would be skipped below anyway)
         load = LoadOptions(services=services, environments={u.environment for u in p.selected},
-                           encode=not req.dry_run)
+                           encode=not req.dry_run, check_shared=False)
         schema_objs: dict[str, ServiceSchema] = {}
         compiled: dict[str, dict[str, Any]] = {}
         if len(services) >= PARALLEL_SERVICES and not req.worktree:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,6 +78,32 @@ def test_second_apply_writes_nothing(example_repo: GitRepo, env: dict, store: Et
     assert store.revision() == before  # not one write, records included
     assert cli("apply", "--repo", str(example_repo.path), "--full", env=env).exit_code == 0
     assert store.revision() == before
+
+
+def test_applies_that_use_no_shared_schema_do_not_check_them(example_repo: GitRepo,
+                                                            env: dict) -> None:
+    """The example's `checkout` refers to shared schemas (`schemas/common.yaml`), which only
+    python-jsonschema checks (0.1-0.2 s to import). An apply with nothing to do, or one of a
+    commit to a service without references, imports none of it (a broken shared schema still
+    fails the units that refer to it: compiling their schema follows the reference)."""
+    assert cli("apply", "--repo", str(example_repo.path), env=env).exit_code == 0
+    code = ("import atexit, sys; from gitconf.cli.main import main\n"
+            "atexit.register(lambda: print('jsonschema' in sys.modules))\n"
+            "sys.argv = ['gitconf', *sys.argv[1:]]\nmain()")
+
+    def apply() -> list[str]:
+        res = subprocess.run([sys.executable, "-c", code, "apply", "--repo",
+                              str(example_repo.path)], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, **env})
+        assert res.returncode == 0, res.stderr
+        return res.stdout.splitlines()
+
+    assert apply()[-2:] == ["nothing to do: etcd matches v1.0.0", "False"]
+    prod = example_repo.path / "search" / "prod.yaml"
+    head = example_repo.commit({"search/prod.yaml": prod.read_text().replace("shards: 6",
+                                                                             "shards: 7")})
+    out = apply()
+    assert out[-2:] == [f"applied {head[:12]}: 1 deploy, 1 key written", "False"], out
 
 
 def test_one_key_commit_rewrites_one_envelope_and_one_deploy(example_repo: GitRepo, env: dict,
