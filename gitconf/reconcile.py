@@ -258,17 +258,13 @@ class Reconciler:
         self.source = source
         self.store = store
         self.keys = keys
-        self.layouts = layoutcache.Layouts(source)  # kept between the daemon's passes
+        # a commit's layout, reused from the previous commit when that only modified files
+        self.layouts = layoutcache.Layouts(source)
         self.overrides = OverrideStep(source, store, keys)
         # the daemon's passes leave their last-applied write in flight (`settle`)
         self.defer_previous = False
         self._previous: PendingTxn | None = None
         self._applied: str | None = None  # the target of this reconciler's last real pass
-
-    def layout_at(self, commit: str, tree: Tree, since: str | None = None) -> Layout:
-        """`commit`'s layout, reused from the previous commit when that only modified files
-        (`layoutcache.Layouts`)."""
-        return self.layouts.at(commit, tree, since)
 
     def run(self, req: Request) -> Result:
         self.settle()
@@ -331,7 +327,7 @@ class Reconciler:
         last = prev.record.commit if prev.record is not None else None
         if not req.worktree:
             tree: Tree = self.source.tree(target)
-            return commit, tree, self.layout_at(target, tree, since=last)
+            return commit, tree, self.layouts.at(target, tree, since=last)
         if self.source.work_tree is None:
             raise UsageError("--worktree needs a working tree, not a bare repository")
         tree = FileTree(self.source.work_tree)

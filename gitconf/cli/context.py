@@ -134,7 +134,7 @@ def check_selection(rec: Reconciler, ref: str, services: Sequence[str] | None,
     from ..repo_format import units_in_layout
 
     target = rec.source.resolve(ref)
-    known = units_in_layout(rec.layout_at(target, rec.source.tree(target)))
+    known = units_in_layout(rec.layouts.at(target, rec.source.tree(target)))
     missing = unmatched(known, services, environments)
     if missing:
         missing = unmatched(known | deployed_units(rec), services, environments)
@@ -151,5 +151,5 @@ def selection_size(rec: Reconciler, commit: str, services: Sequence[str] | None,
     """How many units of the repository at COMMIT the selection holds (after a pass over
     COMMIT the layout is cached: no second listing of the tree). Counted, not collected: the
     summary's "in sync" needs only the number, at 30,000 units too."""
-    layout = rec.layout_at(commit, rec.source.tree(commit))
+    layout = rec.layouts.at(commit, rec.source.tree(commit))
     return layout.unit_count(services, environments)

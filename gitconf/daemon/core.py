@@ -125,7 +125,7 @@ class Policy:
             return self.value
         try:
             if reconciler is not None and not self.worktree:
-                settings = reconciler.layout_at(head, source.tree(head)).settings
+                settings = reconciler.layouts.at(head, source.tree(head)).settings
             else:
                 settings = settings_at(source, head)
             value = str(settings.get("drift", "pr"))

@@ -263,7 +263,7 @@ def test_a_new_process_reuses_the_layout_of_the_commit_applied_last(tmp_path: Pa
     second = repo.commit({"svc/prod.yaml": "a: 2\n"})
     rec = _reconciler(repo.path, store)  # a new process: nothing in memory
     tree = rec.source.tree(second)
-    layout = rec.layout_at(second, tree, since=first)
+    layout = rec.layouts.at(second, tree, since=first)
     assert layout == read_layout(rec.source.tree(second))
     assert tree._blobs is None  # the whole tree was never listed
     assert _deployed(repo.path, store) == [("svc", "prod")]
@@ -286,7 +286,7 @@ def test_a_settings_change_is_never_served_from_the_old_layout(tmp_path: Path) -
     _deployed(repo.path, store)
     sha = repo.commit({".gitconf.yaml": "environments: [prod]\n"})
     rec = _reconciler(repo.path, store)
-    layout = rec.layout_at(sha, rec.source.tree(sha), since=None)
+    layout = rec.layouts.at(sha, rec.source.tree(sha), since=None)
     assert layout.settings == {"environments": ["prod"]}
     assert any(p.code == "unknown-environment" for p in layout.problems)
 
